@@ -1,0 +1,503 @@
+"""The pruning handler: a dataset wrapper that owns all pruning state.
+
+``PruningDataset`` composes a :class:`~bls.policies.Policy` (which samples an epoch keeps), a
+:class:`~bls.scores.ScoreSource` (how losses become scores) and a
+:class:`~bls.sampler.PruningSampler` (how the plan reaches the DataLoader). Everything that
+changes during training lives here and nowhere else: scores, weights, the epoch counter, the
+per-epoch history. That set is exactly what :meth:`PruningDataset.state_dict` returns.
+
+Randomness comes only from ``numpy.random.default_rng([seed, epoch])``: the user's global
+``random``, ``numpy.random`` and ``torch`` generators are never read or advanced.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bls._checks import check_dataset, check_fraction, check_int
+from bls.distributed import gather_equal, gather_uneven, rank_and_world_size
+from bls.policies import EpochPlan, Policy, is_pruning_epoch
+from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
+from bls.scores import NoScore, PerSampleLoss, ScoreSource
+
+__all__ = ["AttributionWarning", "PruningDataset"]
+
+logger = logging.getLogger("bls")
+
+
+class AttributionWarning(UserWarning):
+    """An epoch ended with a different number of ``update()`` calls than batches."""
+
+
+class PruningDataset(Dataset[Any]):
+    """Wraps a map-style dataset; prunes it epoch by epoch from per-sample scores.
+
+    Use one of the concrete policies (:class:`bls.InfoBatch`, :class:`bls.SeTa`,
+    :class:`bls.Static`, :class:`bls.RandomPrune`, :class:`bls.Full`) rather than this class.
+
+    Args:
+        dataset: a map-style dataset (``__len__`` and ``__getitem__``), not empty.
+        policy: the pruning rule.
+        num_epochs: planned number of epochs ``E >= 1``; sets the annealing boundary.
+        delta: epochs ``e`` with ``e + 1 <= delta * E`` prune, later ones anneal; ``[0, 1]``.
+        seed: non-negative seed of the handler's own generator.
+        return_indices: when ``True`` every item carries its index (a dict gains the key
+            ``index_key``, a tuple or list gains a last slot, anything else becomes
+            ``(item, index)``) and ``update(loss, indices=...)`` must be given them. Needed
+            under frameworks that read batches ahead or shard batches themselves.
+        index_key: the dict key used by ``return_indices`` for dict items.
+
+    Attributes:
+        sampler: pass it to the ``DataLoader``.
+        scores: float32 tensor ``(N,)`` on the device of the first loss seen.
+        weights: float32 tensor ``(N,)``, the loss weight of every sample this epoch.
+        history: one dict per decided epoch with ``epoch``, ``kept``, ``pruned``, ``pruning``
+            and policy details.
+    """
+
+    # Per-epoch runtime, set by _reset_epoch_runtime.
+    _plan: np.ndarray | None  # the current epoch's global plan
+    _plan_final: bool  # DDP divisibility and the batch-of-one trim applied
+    _iterator: _EpochIterator | None
+    _indices_on_device: torch.Tensor | None  # the plan as (positions, ranks), on the loss device
+    _loader: LoaderInfo
+    _updates: int
+    _unit_weights: bool
+    _nonfinite: torch.Tensor
+
+    def __init__(
+        self,
+        dataset: Any,
+        policy: Policy,
+        num_epochs: int,
+        delta: float = 0.875,
+        *,
+        seed: int = 0,
+        return_indices: bool = False,
+        index_key: str = "index",
+    ) -> None:
+        self.dataset = dataset
+        self.num_samples = check_dataset(dataset)
+        self.policy = policy
+        self.num_epochs = check_int("num_epochs", num_epochs, 1)
+        self.delta = check_fraction("delta", delta, upper_inclusive=True)
+        self.seed = check_int("seed", seed, 0)
+        self.return_indices = bool(return_indices)
+        self.index_key = index_key
+        self.score_source: ScoreSource = (
+            PerSampleLoss() if type(policy) is not Policy else NoScore()
+        )
+        self.scores = torch.full((self.num_samples,), policy.initial_score, dtype=torch.float32)
+        self.weights = torch.ones(self.num_samples, dtype=torch.float32)
+        self.history: list[dict[str, Any]] = []
+        self.sampler = PruningSampler(self)
+        self._epoch = -1  # the last epoch whose plan was decided
+        self._batch_size: int | None = None  # read from the loader, kept across epochs
+        self._warned_nonfinite = False
+        self._reset_epoch_runtime()
+
+    # ------------------------------------------------------------------ dataset protocol
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        return self._with_index(item, index) if self.return_indices else item
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        # torch's fetcher prefers __getitems__; defining it here keeps the wrapper in the path
+        # even when the wrapped dataset (a Hugging Face dataset, say) has its own.
+        inner = getattr(self.dataset, "__getitems__", None)
+        items = list(inner(indices)) if inner else [self.dataset[i] for i in indices]
+        if self.return_indices:
+            items = [self._with_index(item, i) for item, i in zip(items, indices, strict=True)]
+        return items
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes the handler lacks: forward to the wrapped dataset
+        # (``handler.classes``). Dunder names and a half-unpickled object must not recurse.
+        dataset = self.__dict__.get("dataset")
+        if name.startswith("__") or dataset is None:
+            raise AttributeError(name)
+        return getattr(dataset, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers started with spawn/forkserver receive a pickled copy; keep it on the host so
+        # no CUDA tensor is shared between processes.
+        state = self.__dict__.copy()
+        for key in ("scores", "weights", "_nonfinite"):
+            state[key] = state[key].cpu()
+        state["_indices_on_device"] = None
+        return state
+
+    def _with_index(self, item: Any, index: int) -> Any:
+        if isinstance(item, Mapping):
+            return {**item, self.index_key: index}
+        if isinstance(item, tuple):
+            return (*item, index)
+        if isinstance(item, list):
+            return [*item, index]
+        return (item, index)
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def saved_ratio(self) -> float:
+        """``sum_e (N - kept_e) / (N * E)`` over the epochs decided so far."""
+        pruned = sum(record["pruned"] for record in self.history)
+        return pruned / (self.num_samples * self.num_epochs)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose plan is current (``-1`` before the first)."""
+        return self._epoch
+
+    def is_pruning_epoch(self, epoch: int) -> bool:
+        return is_pruning_epoch(epoch, self.num_epochs, self.delta)
+
+    def use_score_source(self, source: ScoreSource) -> None:
+        """Replace the score source; only before the first epoch. Resets every score."""
+        if self._epoch >= 0:
+            raise RuntimeError(
+                "the score source can only change before the first epoch; wrap the handler "
+                "with BLS(...).proxy() right after constructing it"
+            )
+        self.score_source = source
+        self.scores.fill_(source.initial_score(self.policy.initial_score))
+
+    # ------------------------------------------------------------------ update
+    def update(self, loss: torch.Tensor, indices: Any = None) -> torch.Tensor:
+        """Record the batch's loss as scores; return the (weighted) loss to back-propagate.
+
+        Args:
+            loss: per-sample losses of shape ``(batch,)`` (``reduction='none'``) without BLS;
+                the ordinary scalar mean loss (or any tensor, averaged) with BLS.
+            indices: the batch's sample indices (route (b), required when the handler was
+                built with ``return_indices=True``); by default the k-th call of an epoch is
+                matched to the k-th batch of the sampler.
+
+        Returns:
+            A new scalar tensor; the input is never modified. Makes no host-device
+            synchronisation when the loss lives on a GPU.
+        """
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"loss: expected a torch.Tensor, got {type(loss).__name__}")
+        if self._iterator is None:
+            raise RuntimeError(
+                "update() was called before any batch was drawn: iterate a DataLoader built "
+                "with sampler=handler.sampler first"
+            )
+        if not self.score_source.records:
+            self._updates += 1
+            return loss.mean()
+        self._move_state_to(loss.device)
+        if indices is None:
+            local, every_rank = self._indices_by_order(loss)
+        else:
+            local = self._explicit_indices(indices, loss.device)
+            every_rank = None
+        if self.score_source.per_sample and (loss.dim() == 0 or loss.shape[0] != local.shape[0]):
+            raise ValueError(
+                f"loss: per-sample scoring needs one loss per sample of the batch "
+                f"(reduction='none', length {local.shape[0]}), got shape {tuple(loss.shape)}; "
+                "for a scalar mean loss wrap the handler with BLS(...).proxy()"
+            )
+        batch_weights = None if self._unit_weights else self.weights[local]
+        returned, measurement = self.score_source.measure(loss, batch_weights)
+        if measurement is not None:
+            self._record(local, every_rank, measurement)
+        self._updates += 1
+        return returned
+
+    def _indices_by_order(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the k-th batch of this epoch: on this rank, and ``(ranks, b)`` for all."""
+        if self.return_indices or self._loader.sharded_by_framework:
+            raise ValueError(
+                "indices: this loader needs explicit indices; call update(loss, indices=...) "
+                "with the indices the items carry (return_indices=True)"
+            )
+        batch_size = self._batch_size
+        if batch_size is None:
+            if not self.score_source.per_sample or loss.dim() == 0:
+                raise RuntimeError(
+                    "the batch size could not be read from the DataLoader (no torch "
+                    "BatchSampler found); use DataLoader(handler, sampler=handler.sampler, "
+                    "batch_size=...) or build the handler with return_indices=True and pass "
+                    "update(loss, indices=...)"
+                )
+            batch_size = self._batch_size = int(loss.shape[0])
+        assert self._iterator is not None
+        shard_length = self._iterator.shard.size
+        start = self._updates * batch_size
+        stop = min(start + batch_size, shard_length)
+        if start >= shard_length or (self._loader.drop_last and stop - start < batch_size):
+            raise RuntimeError(
+                f"update() was called {self._updates + 1} times in epoch {self._epoch}, which "
+                f"has only {self._expected_batches()} batches: one batch was updated twice"
+            )
+        if stop > self._iterator.position:
+            raise RuntimeError(
+                f"update() number {self._updates + 1} of epoch {self._epoch} has no batch yet: "
+                f"the loader has drawn {self._iterator.position} indices, batch needs {stop}; "
+                "call update() once per batch, after the batch was drawn"
+            )
+        assert self._indices_on_device is not None
+        rows = self._indices_on_device[start:stop]  # (b, ranks), a view: no copy, no sync
+        rank, _ = rank_and_world_size()
+        return rows[:, rank], rows.T
+
+    def _explicit_indices(self, indices: Any, device: torch.device) -> torch.Tensor:
+        local = torch.as_tensor(indices)
+        if local.dtype.is_floating_point or local.dtype == torch.bool:
+            raise TypeError(f"indices: expected integer sample indices, got dtype {local.dtype}")
+        local = local.reshape(-1).to(device=device, dtype=torch.int64, non_blocking=True)
+        return local
+
+    def _record(
+        self, local: torch.Tensor, every_rank: torch.Tensor | None, measurement: torch.Tensor
+    ) -> None:
+        _, world_size = rank_and_world_size()
+        if every_rank is not None:
+            # Order route: every rank already knows every rank's indices; only losses travel.
+            measurements = gather_equal(measurement)
+            indices = every_rank
+        elif world_size == 1:
+            measurements, indices = measurement.unsqueeze(0), local.unsqueeze(0)
+        else:
+            pieces = gather_uneven(local)
+            values = gather_uneven(measurement)
+            indices = torch.cat(pieces)
+            measurements = torch.cat(
+                [
+                    v.expand(p.shape[0]) if v.shape[0] == 1 else v
+                    for v, p in zip(values, pieces, strict=False)
+                ]
+            )
+        self._nonfinite += self.score_source.record(self.scores, indices, measurements)
+
+    def _move_state_to(self, device: torch.device) -> None:
+        if self.scores.device != device:
+            self.scores = self.scores.to(device)
+            self.weights = self.weights.to(device)
+            self._nonfinite = self._nonfinite.to(device)
+        if self._indices_on_device is not None and self._indices_on_device.device != device:
+            self._indices_on_device = self._indices_on_device.to(device, non_blocking=True)
+
+    # ------------------------------------------------------------------ epochs
+    def _reset_epoch_runtime(self) -> None:
+        self._plan = None
+        self._plan_final = False
+        self._iterator = None
+        self._indices_on_device = None
+        self._loader = LoaderInfo()
+        self._updates = 0
+        self._unit_weights = True
+        self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.scores.device)
+
+    def _set_epoch(self, epoch: int) -> None:
+        epoch = check_int("epoch", epoch, 0)
+        if epoch == self._epoch and self._plan is not None and self._iterator is None:
+            return  # already decided and not yet iterated: set_epoch is idempotent
+        self._close_epoch()
+        self._decide(epoch)
+
+    def _begin_iteration(self, loader: LoaderInfo) -> _EpochIterator:
+        """Start iterating the current epoch (deciding the next one if nobody called set_epoch)."""
+        if not loader.in_order:
+            raise ValueError(
+                "in_order: the DataLoader was built with in_order=False, so batches may arrive "
+                "out of sampler order and losses could reach the wrong samples; use "
+                "in_order=True (the default)"
+            )
+        if self._plan is None or self._iterator is not None:
+            self._close_epoch()
+            self._decide(self._epoch + 1)
+        self._loader = loader
+        if loader.batch_size is not None:
+            self._batch_size = loader.batch_size
+        self._finalize_plan()
+        assert self._plan is not None
+        rank, world_size = rank_and_world_size()
+        if loader.sharded_by_framework or world_size == 1:
+            shard = self._plan
+            table = self._plan.reshape(-1, 1)
+        else:
+            shard = self._plan[rank::world_size]
+            table = self._plan.reshape(-1, world_size)
+        self._indices_on_device = torch.from_numpy(table).to(self.scores.device, non_blocking=True)
+        self._iterator = _EpochIterator(shard)
+        self._updates = 0
+        return self._iterator
+
+    def _decide(self, epoch: int) -> None:
+        """Decide epoch ``epoch``'s plan from the current scores (one host sync per epoch)."""
+        pruning = self.is_pruning_epoch(epoch)
+        if epoch >= self.num_epochs:
+            logger.warning(
+                "epoch %d is past num_epochs=%d: training on all data", epoch, self.num_epochs
+            )
+        rng = np.random.default_rng([self.seed, epoch])
+        scores = self.scores.detach().to("cpu", torch.float32).numpy()
+        plan: EpochPlan = self.policy.plan(scores, epoch, pruning, rng)
+        indices = plan.indices.astype(np.int64, copy=False)
+        weights = torch.ones(self.num_samples, dtype=torch.float32)
+        if plan.upweighted.size and plan.up_weight != 1.0:
+            weights[torch.from_numpy(plan.upweighted.astype(np.int64, copy=False))] = plan.up_weight
+        self._reset_epoch_runtime()
+        self.weights = weights.to(self.scores.device)
+        self._unit_weights = not (plan.upweighted.size and plan.up_weight != 1.0)
+        self._epoch = epoch
+        self._plan = indices
+        self.history = [r for r in self.history if r["epoch"] != epoch]
+        self.history.append(
+            {
+                "epoch": epoch,
+                "pruning": pruning,
+                "kept": int(min(indices.size, self.num_samples)),
+                "pruned": int(self.num_samples - min(indices.size, self.num_samples)),
+                "policy": self.policy.name,
+                "score": self.score_source.name,
+                **plan.details,
+            }
+        )
+        logger.debug("epoch %d: kept %d of %d", epoch, indices.size, self.num_samples)
+
+    def _finalize_plan(self) -> None:
+        """Make the plan shard evenly over ranks and never end in a batch of one sample."""
+        if self._plan_final:
+            return
+        assert self._plan is not None
+        plan = self._plan
+        _, world_size = rank_and_world_size()
+        ranks = 1 if self._loader.sharded_by_framework else world_size
+        pruned = plan.size < self.num_samples
+        if plan.size % ranks:
+            if pruned:
+                plan = plan[: plan.size - plan.size % ranks]
+            else:  # a full epoch is padded, as DistributedSampler does, so no sample is lost
+                plan = np.concatenate((plan, plan[: ranks - plan.size % ranks]))
+        batch_size = self._batch_size
+        if (
+            pruned
+            and batch_size is not None
+            and batch_size > 1
+            and not self._loader.drop_last
+            and (plan.size // ranks) % batch_size == 1
+            and plan.size > ranks
+        ):
+            plan = plan[: plan.size - ranks]  # BatchNorm cannot train on a final batch of one
+        self._plan = plan
+        self._plan_final = True
+        kept = int(min(plan.size, self.num_samples))
+        self.history[-1].update(kept=kept, pruned=self.num_samples - kept)
+
+    def _expected_batches(self) -> int:
+        if self._iterator is None or not self._batch_size:
+            return 0
+        length = self._iterator.shard.size
+        if self._loader.drop_last:
+            return length // self._batch_size
+        return math.ceil(length / self._batch_size)
+
+    def end_epoch(self) -> None:
+        """Check the finished epoch's bookkeeping now (otherwise done when the next begins).
+
+        Warns with :class:`AttributionWarning` when the number of ``update()`` calls differs
+        from the number of batches, and once per run when non-finite losses were skipped.
+        Idempotent; called by the framework integrations at the end of every epoch.
+        """
+        self._close_epoch()
+
+    def _close_epoch(self) -> None:
+        if self._iterator is None or not self.history:
+            return
+        record = self.history[-1]
+        if "updates" in record:
+            return
+        record["updates"] = self._updates
+        expected = self._expected_batches()
+        ordered = not self.return_indices and not self._loader.sharded_by_framework
+        if ordered and expected and self._updates != expected:
+            warnings.warn(
+                f"epoch {self._epoch}: update() was called {self._updates} times for "
+                f"{expected} batches; the samples of the batches without an update keep their "
+                "previous scores. Call update() exactly once per batch.",
+                AttributionWarning,
+                stacklevel=3,
+            )
+        nonfinite = int(self._nonfinite)
+        record["nonfinite"] = nonfinite
+        if nonfinite and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"epoch {self._epoch}: {nonfinite} non-finite loss value(s) were skipped and "
+                "did not enter the scores (warned once per run; see handler.history)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _rank_length(self) -> int:
+        _, world_size = rank_and_world_size()
+        if self._iterator is not None:
+            return int(self._iterator.shard.size)
+        size = self.num_samples if self._plan is None else self._plan.size
+        return math.ceil(size / world_size)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume at an epoch boundary, as tensors and Python numbers.
+
+        Loads with ``torch.load(..., weights_only=True)``. Save after an epoch's last
+        ``update()``; the resumed run then decides the following epochs exactly as the
+        uninterrupted run.
+        """
+        return {
+            "format": 1,
+            "policy": self.policy.name,
+            "score_source": self.score_source.name,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "epoch": self._epoch,
+            "epoch_started": self._iterator is not None,
+            "scores": self.scores.detach().cpu().clone(),
+            "weights": self.weights.detach().cpu().clone(),
+            "batch_size": -1 if self._batch_size is None else self._batch_size,
+            "history": [dict(record) for record in self.history],
+            "warned_nonfinite": self._warned_nonfinite,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; checks it belongs to the same setup."""
+        for key, mine in (
+            ("num_samples", self.num_samples),
+            ("policy", self.policy.name),
+            ("score_source", self.score_source.name),
+        ):
+            if state[key] != mine:
+                raise ValueError(
+                    f"state_dict: saved {key}={state[key]!r} does not match this handler's "
+                    f"{key}={mine!r}"
+                )
+        device = self.scores.device
+        self.seed = int(state["seed"])
+        self._batch_size = int(state["batch_size"]) if state["batch_size"] > 0 else None
+        self._reset_epoch_runtime()
+        self.scores = state["scores"].to(device=device, dtype=torch.float32).clone()
+        self.history = [dict(record) for record in state["history"]]
+        self._warned_nonfinite = bool(state["warned_nonfinite"])
+        epoch = int(state["epoch"])
+        if epoch >= 0 and not state["epoch_started"]:
+            # Decided but not yet iterated: the scores have not moved since, so deciding again
+            # reproduces the same plan.
+            self._epoch = -1
+            self._decide(epoch)
+        else:
+            self._epoch = epoch
+            self.weights = state["weights"].to(device=device, dtype=torch.float32).clone()

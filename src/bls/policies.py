@@ -1,0 +1,224 @@
+"""Pruning policies: pure functions from scores, epoch and a generator to an epoch plan.
+
+A policy holds only its hyper-parameters. :meth:`Policy.plan` reads the current scores (a
+NumPy array on the host, one value per sample), the epoch and a generator seeded from
+``(seed, epoch)``, and returns the epoch's index order and the samples whose loss is
+re-weighted. It never mutates its inputs, so the same scores, epoch and seed always give the
+same plan: that is what makes DDP ranks agree and resumed runs repeat themselves.
+
+The rules are those of ``SPEC.md`` section 4; every array operation is vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bls.kmeans1d import kmeans_1d
+
+__all__ = [
+    "EpochPlan",
+    "FullPolicy",
+    "InfoBatchPolicy",
+    "Policy",
+    "RandomPolicy",
+    "SeTaPolicy",
+    "StaticPolicy",
+    "is_pruning_epoch",
+    "keep_ratio_of",
+]
+
+
+def is_pruning_epoch(epoch: int, num_epochs: int, delta: float) -> bool:
+    """Epoch ``e`` prunes iff ``e + 1 <= delta * num_epochs``; later epochs anneal."""
+    return epoch + 1 <= delta * num_epochs
+
+
+def keep_ratio_of(prune_ratio: float) -> float:
+    """InfoBatch and SeTa keep at least 10% of the candidates: ``clamp(1 - r, 0.1, 1.0)``."""
+    return min(max(1.0 - prune_ratio, 0.1), 1.0)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch trains on.
+
+    Attributes:
+        indices: int64 sample indices in the order the epoch visits them (no duplicates).
+        upweighted: int64 indices whose loss weight is ``up_weight`` this epoch; every other
+            sample has weight 1.
+        up_weight: the weight of ``upweighted`` (``1 / keep_ratio`` for InfoBatch).
+        details: small, JSON-friendly facts about the decision (kept per group, thresholds).
+    """
+
+    indices: np.ndarray
+    upweighted: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    up_weight: float = 1.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Base class: the full data set, shuffled, every epoch."""
+
+    name: ClassVar[str] = "Full"
+    #: Initial score of every sample under per-sample scoring.
+    initial_score: ClassVar[float] = 3.0
+
+    def plan(
+        self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
+    ) -> EpochPlan:
+        return EpochPlan(rng.permutation(scores.size))
+
+
+FullPolicy = Policy
+
+
+@dataclass(frozen=True)
+class InfoBatchPolicy(Policy):
+    """InfoBatch: drop a random share of the well-learned samples and up-weight the rest.
+
+    The well-learned set is ``W = {i : score[i] < mean(score)}`` (strict, so equal scores,
+    as at epoch 0, keep everything). ``floor(keep_ratio * |W|)`` members of ``W`` are kept,
+    uniformly at random, with weight ``1 / keep_ratio``, which keeps the expected gradient
+    unbiased; all other samples are kept with weight 1.
+    """
+
+    name: ClassVar[str] = "InfoBatch"
+    prune_ratio: float = 0.5
+
+    def plan(
+        self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
+    ) -> EpochPlan:
+        if not pruning:
+            return EpochPlan(rng.permutation(scores.size), details={"well_learned": 0})
+        keep_ratio = keep_ratio_of(self.prune_ratio)
+        # float64 mean: a float32 running sum over 10^8 scores loses digits.
+        well_learned_mask = scores < scores.mean(dtype=np.float64)
+        well_learned = np.flatnonzero(well_learned_mask)
+        num_kept = math.floor(keep_ratio * well_learned.size)
+        kept_well_learned = _sample_without_replacement(well_learned, num_kept, rng)
+        kept = np.concatenate((np.flatnonzero(~well_learned_mask), kept_well_learned))
+        return EpochPlan(
+            indices=rng.permutation(kept),
+            upweighted=kept_well_learned,
+            up_weight=1.0 / keep_ratio,
+            details={"well_learned": int(well_learned.size)},
+        )
+
+
+@dataclass(frozen=True)
+class SeTaPolicy(Policy):
+    """SeTa: random subset, k-means groups by score, a window sliding from easy to hard.
+
+    At pruning epoch ``t`` (0, 1, ...) a random ``floor(keep_ratio * N)`` subset is grouped
+    into ``num_group`` score groups ordered easy to hard; ``t = 0`` keeps every group,
+    later epochs keep ``w = round(num_group * window_scale)`` consecutive groups starting at
+    ``t mod (num_group - w + 1)``. Annealing epochs keep a random ``floor(keep_ratio * N)``.
+    """
+
+    name: ClassVar[str] = "SeTa"
+    prune_ratio: float = 0.0
+    num_group: int = 10
+    window_scale: float = 0.5
+
+    def plan(
+        self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
+    ) -> EpochPlan:
+        size = scores.size
+        subset_size = math.floor(keep_ratio_of(self.prune_ratio) * size)
+        subset = _sample_without_replacement(np.arange(size), subset_size, rng)
+        if not pruning:
+            return EpochPlan(_at_least_one(rng.permutation(subset), size, rng))
+        groups = self.num_group if subset.size > self.num_group else max(1, subset.size - 1)
+        labels, centers = _group_by_score(scores[subset], groups, epoch)
+        window = round(groups * self.window_scale)
+        if epoch == 0:
+            start, window = 0, groups
+        else:
+            start = epoch % (groups - window + 1)
+        chosen = subset[(labels >= start) & (labels < start + window)]
+        details = {
+            "groups": groups,
+            "window_start": start,
+            "window": window,
+            "group_centers": [float(c) for c in centers],
+        }
+        return EpochPlan(_at_least_one(rng.permutation(chosen), size, rng), details=details)
+
+
+@dataclass(frozen=True)
+class StaticPolicy(Policy):
+    """A fixed random subset of ``floor((1 - prune_ratio) * N)`` samples, drawn once."""
+
+    name: ClassVar[str] = "Static"
+    prune_ratio: float = 0.5
+    seed: int = 0
+
+    def plan(
+        self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
+    ) -> EpochPlan:
+        size = scores.size
+        subset_rng = np.random.default_rng([self.seed, 0x5747])  # the same subset every epoch
+        subset = _sample_without_replacement(
+            np.arange(size), math.floor((1.0 - self.prune_ratio) * size), subset_rng
+        )
+        return EpochPlan(_at_least_one(rng.permutation(subset), size, rng))
+
+
+@dataclass(frozen=True)
+class RandomPolicy(Policy):
+    """A fresh uniform ``floor((1 - prune_ratio) * N)`` samples every pruning epoch."""
+
+    name: ClassVar[str] = "Random"
+    prune_ratio: float = 0.5
+
+    def plan(
+        self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
+    ) -> EpochPlan:
+        size = scores.size
+        if not pruning:
+            return EpochPlan(rng.permutation(size))
+        subset = _sample_without_replacement(
+            np.arange(size), math.floor((1.0 - self.prune_ratio) * size), rng
+        )
+        return EpochPlan(_at_least_one(rng.permutation(subset), size, rng))
+
+
+def _sample_without_replacement(
+    population: np.ndarray, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A uniform random ``count``-subset of ``population`` (order unspecified), O(n)."""
+    if count >= population.size:
+        return population
+    if count <= 0:
+        return population[:0]
+    # Partitioning random keys is O(n); a full permutation would be O(n log n) in practice.
+    keys = rng.random(population.size)
+    chosen = np.argpartition(keys, count - 1)[:count]
+    return population[chosen]
+
+
+def _group_by_score(
+    subset_scores: np.ndarray, groups: int, epoch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label each score with its k-means group (0 = lowest mean); equal scores: equal chunks."""
+    if groups == 1 or subset_scores.size == 0:
+        return np.zeros(subset_scores.size, dtype=np.int64), np.array([0.0])
+    if subset_scores.min() == subset_scores.max():
+        # No information to group by: split the (already random) order into equal chunks.
+        labels = (np.arange(subset_scores.size) * groups) // subset_scores.size
+        return labels, np.full(groups, float(subset_scores[0]))
+    grouping = kmeans_1d(subset_scores, groups, seed=epoch)
+    labels = np.searchsorted(grouping.thresholds, subset_scores, side="right")
+    return labels, grouping.centers
+
+
+def _at_least_one(indices: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """An epoch must visit something: keep one random sample when a rule keeps none."""
+    if indices.size:
+        return indices
+    return np.array([rng.integers(size)], dtype=np.int64)

@@ -1,0 +1,141 @@
+"""The sampler that hands each epoch's plan to a stock ``torch.utils.data.DataLoader``.
+
+How a loss finds its samples without patching torch (``SPEC.md`` section 3, route (a)):
+with ``in_order=True`` the DataLoader delivers batches in sampler order, so the k-th
+``update()`` of an epoch belongs to positions ``[k*B, (k+1)*B)`` of this rank's share of the
+plan. ``B`` is not guessed: when the epoch's iteration begins, the sampler looks at the
+objects that called it (the ``BatchSampler`` holding ``batch_size`` and ``drop_last``, the
+DataLoader iterator holding ``in_order``) and reads them. Where no ``BatchSampler`` is found
+(a custom batch sampler), per-sample mode learns ``B`` from the first loss's length and BLS
+mode asks for explicit indices (route (b), ``return_indices=True``).
+
+Invariants:
+
+* the plan of an epoch is decided exactly once (at ``set_epoch`` or the start of iteration);
+  every ``__iter__`` returns a fresh iterator over it;
+* under a process group every rank decides the same plan and takes the disjoint strided shard
+  ``plan[rank::world_size]``; shards have equal length, so ranks run equal batch counts;
+* the iterator yields plain ``int``s, converted from the index array in chunks (no per-epoch
+  Python list).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from torch.utils.data import BatchSampler, Sampler
+
+if TYPE_CHECKING:
+    from bls.handler import PruningDataset
+
+__all__ = ["LoaderInfo", "PruningSampler", "discover_loader"]
+
+_CHUNK = 4096
+_LOOKAHEAD_CLASSES = {"_RepeatSampler", "MultiEpochsDataLoader", "_RepeatSampler2"}
+
+
+@dataclass(frozen=True)
+class LoaderInfo:
+    """What the sampler could read from the loader iterating it.
+
+    Attributes:
+        batch_size: samples per batch, or ``None`` when no ``BatchSampler`` was found.
+        drop_last: whether the loader drops the last partial batch.
+        in_order: the DataLoader's ``in_order`` flag (``True`` when unknown).
+        sharded_by_framework: ``True`` when Accelerate's ``BatchSamplerShard`` splits batches
+            between ranks itself; the sampler must then yield the global plan.
+    """
+
+    batch_size: int | None = None
+    drop_last: bool = False
+    in_order: bool = True
+    sharded_by_framework: bool = False
+
+
+def discover_loader(max_depth: int = 12) -> LoaderInfo:
+    """Read batch size, ``drop_last`` and ``in_order`` from the frames iterating the sampler.
+
+    Must be called from ``PruningSampler.__iter__``. Raises ``TypeError`` for loaders that read
+    the next epoch ahead of ``set_epoch`` (timm's ``MultiEpochsDataLoader`` and its kin).
+    """
+    frame = sys._getframe(2)
+    batch_size: int | None = None
+    drop_last = False
+    in_order = True
+    sharded = False
+    for _ in range(max_depth):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        kind = type(owner).__name__
+        if kind in _LOOKAHEAD_CLASSES:
+            raise TypeError(
+                f"{kind} reads the next epoch's indices before the current epoch's losses "
+                "arrive, so pruning decisions would use stale scores; use the stock "
+                "torch.utils.data.DataLoader (persistent_workers=True keeps workers alive)"
+            )
+        if kind == "BatchSamplerShard":
+            sharded = True
+        if isinstance(owner, BatchSampler) and batch_size is None:
+            batch_size, drop_last = int(owner.batch_size), bool(owner.drop_last)
+        elif type(owner).__module__ == "torch.utils.data.dataloader" and hasattr(
+            owner, "_index_sampler"
+        ):
+            in_order = bool(getattr(owner, "_in_order", True))
+            if not getattr(owner, "_auto_collation", True):
+                batch_size, drop_last = 1, False  # batch_size=None: one sample per step
+        frame = frame.f_back  # type: ignore[assignment]
+    return LoaderInfo(batch_size, drop_last, in_order, sharded)
+
+
+class PruningSampler(Sampler[int]):
+    """Yields the current epoch's indices (this rank's share under DDP).
+
+    Pass it as ``DataLoader(handler, sampler=handler.sampler, batch_size=...)``. Do not also
+    pass ``shuffle=True``: the plan is already shuffled from ``(seed, epoch)``.
+    """
+
+    def __init__(self, handler: PruningDataset) -> None:
+        self._handler = handler
+
+    def set_epoch(self, epoch: int) -> None:
+        """Decide epoch ``epoch``'s plan now (DDP launchers and Lightning call this)."""
+        self._handler._set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return self._handler._begin_iteration(discover_loader())
+
+    def __len__(self) -> int:
+        return self._handler._rank_length()
+
+
+class _EpochIterator(Iterator[int]):
+    """One pass over a rank's shard; ``position`` counts the indices handed out so far.
+
+    ``__iter__`` returns ``self``: torch's ``BatchSampler`` re-wraps this iterator for every
+    batch and must continue where the previous batch stopped.
+    """
+
+    def __init__(self, shard: np.ndarray) -> None:
+        self.shard = shard
+        self.position = 0
+        self._chunk: list[int] = []
+        self._chunk_start = 0
+
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __next__(self) -> int:
+        offset = self.position - self._chunk_start
+        if offset >= len(self._chunk):
+            if self.position >= self.shard.size:
+                raise StopIteration
+            self._chunk_start = self.position
+            self._chunk = self.shard[self.position : self.position + _CHUNK].tolist()
+            offset = 0
+        self.position += 1
+        return self._chunk[offset]
