@@ -62,7 +62,7 @@ def kmeans_1d(values: np.ndarray, k: int, *, seed: int = 0) -> Grouping:
 
     best_cuts = None
     best_inertia = np.inf
-    for centers in _initial_centers(x, prefix, k, seed):
+    for centers in _initial_centers(x, prefix, prefix_sq, k, seed):
         cuts = _lloyd(x, prefix, centers)
         inertia = _inertia(prefix, prefix_sq, cuts)
         if inertia < best_inertia:
@@ -80,16 +80,60 @@ def kmeans_1d(values: np.ndarray, k: int, *, seed: int = 0) -> Grouping:
     return Grouping(thresholds, centers, sizes, float(best_inertia))
 
 
-def _initial_centers(x: np.ndarray, prefix: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """Three cheap starts: equal-count quantiles, an even grid, and k-means++ on a subsample."""
+def _initial_centers(
+    x: np.ndarray, prefix: np.ndarray, prefix_sq: np.ndarray, k: int, seed: int
+) -> list[np.ndarray]:
+    """Starts for Lloyd: the binned optimum, equal-count quantiles, k-means++ on a subsample."""
     n = x.size
     cuts = np.linspace(0, n, k + 1).astype(np.int64)
     quantile = (prefix[cuts[1:]] - prefix[cuts[:-1]]) / np.maximum(np.diff(cuts), 1)
-    grid = np.linspace(x[0], x[-1], 2 * k + 1)[1::2]
     rng = np.random.default_rng(seed)
     sample = x if n <= 20_000 else np.sort(rng.choice(x, 20_000, replace=False))
     plus_plus = _kmeans_plus_plus(sample, k, rng)
-    return [quantile, grid, plus_plus]
+    return [_binned_optimum(x, prefix, prefix_sq, k), quantile, plus_plus]
+
+
+def _binned_optimum(
+    x: np.ndarray, prefix: np.ndarray, prefix_sq: np.ndarray, k: int, bins: int = 512
+) -> np.ndarray:
+    """Centres of the exact optimum when cuts may only fall on ``~2 * bins`` bin edges.
+
+    The edges are the union of equal-count and equal-width edges, so both dense regions and
+    sparse tails are resolved; with ``n <= 2 * bins`` every value is its own bin and the
+    result is the exact k-means optimum. The dynamic program is O(k * m^2) on m bins.
+    """
+    n = x.size
+    if n <= 2 * bins:
+        edges = np.arange(n + 1)
+    else:
+        by_count = np.linspace(0, n, bins + 1).astype(np.int64)
+        by_value = np.searchsorted(x, np.linspace(x[0], x[-1], bins + 1), side="left")
+        edges = np.unique(np.concatenate((by_count, by_value, [0, n])))
+    edges = edges[(edges >= 0) & (edges <= n)]
+    counts = edges.astype(np.float64)
+    sums = prefix[edges]
+    squares = prefix_sq[edges]
+    m = edges.size - 1
+    # cost[a, b]: within-group squares of bins a .. b-1, for a < b.
+    size = counts[None, :] - counts[:, None]
+    total = sums[None, :] - sums[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = squares[None, :] - squares[:, None] - np.where(size > 0, total * total / size, 0.0)
+    cost = np.where(np.triu(np.ones((m + 1, m + 1), dtype=bool), 1), np.maximum(cost, 0.0), np.inf)
+    best = cost[0].copy()
+    choices = np.zeros((k, m + 1), dtype=np.int64)
+    for j in range(1, k):
+        candidates = best[:, None] + cost
+        choices[j] = np.argmin(candidates, axis=0)
+        best = candidates[choices[j], np.arange(m + 1)]
+    cut_bins = [m]
+    for j in range(k - 1, 0, -1):
+        cut_bins.append(int(choices[j, cut_bins[-1]]))
+    cut_bins.append(0)
+    positions = edges[np.asarray(cut_bins[::-1])]
+    group_sizes = np.diff(positions)
+    group_sums = prefix[positions[1:]] - prefix[positions[:-1]]
+    return np.where(group_sizes > 0, group_sums / np.maximum(group_sizes, 1), x[-1])
 
 
 def _kmeans_plus_plus(sample: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

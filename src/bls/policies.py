@@ -118,6 +118,10 @@ class SeTaPolicy(Policy):
     into ``num_group`` score groups ordered easy to hard; ``t = 0`` keeps every group,
     later epochs keep ``w = round(num_group * window_scale)`` consecutive groups starting at
     ``t mod (num_group - w + 1)``. Annealing epochs keep a random ``floor(keep_ratio * N)``.
+
+    Where k-means leaves groups empty (fewer distinct scores than groups, as in BLS's first
+    epochs), ``num_group`` is reduced to the non-empty groups and ``w`` to
+    ``max(1, round(groups * window_scale))``, so a window never selects only empty groups.
     """
 
     name: ClassVar[str] = "SeTa"
@@ -135,7 +139,11 @@ class SeTaPolicy(Policy):
             return EpochPlan(_at_least_one(rng.permutation(subset), size, rng))
         groups = self.num_group if subset.size > self.num_group else max(1, subset.size - 1)
         labels, centers = _group_by_score(scores[subset], groups, epoch)
-        window = round(groups * self.window_scale)
+        if centers.size < groups:
+            # Fewer distinct scores than groups (BLS's first epochs give a whole batch one
+            # score): the window walks the groups that exist rather than empty ones.
+            groups = centers.size
+        window = max(1, round(groups * self.window_scale))
         if epoch == 0:
             start, window = 0, groups
         else:
@@ -205,7 +213,11 @@ def _sample_without_replacement(
 def _group_by_score(
     subset_scores: np.ndarray, groups: int, epoch: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Label each score with its k-means group (0 = lowest mean); equal scores: equal chunks."""
+    """Label scores by k-means group (0 = lowest mean), dropping empty groups.
+
+    Returns ``(labels, centers)`` with ``centers.size`` the number of non-empty groups. Equal
+    scores everywhere: ``groups`` equal chunks of the (random) order instead.
+    """
     if groups == 1 or subset_scores.size == 0:
         return np.zeros(subset_scores.size, dtype=np.int64), np.array([0.0])
     if subset_scores.min() == subset_scores.max():
@@ -214,7 +226,10 @@ def _group_by_score(
         return labels, np.full(groups, float(subset_scores[0]))
     grouping = kmeans_1d(subset_scores, groups, seed=epoch)
     labels = np.searchsorted(grouping.thresholds, subset_scores, side="right")
-    return labels, grouping.centers
+    occupied = grouping.sizes > 0
+    if not occupied.all():  # renumber the non-empty groups 0, 1, ... in the same order
+        labels = (np.cumsum(occupied) - 1)[labels]
+    return labels, grouping.centers[occupied]
 
 
 def _at_least_one(indices: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
