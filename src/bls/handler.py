@@ -72,6 +72,8 @@ class PruningDataset(Dataset[Any]):
     _updates: int
     _unit_weights: bool
     _nonfinite: torch.Tensor
+    _rank: int  # the process group's layout, read once per epoch
+    _world_size: int
 
     def __init__(
         self,
@@ -250,8 +252,7 @@ class PruningDataset(Dataset[Any]):
             )
         assert self._indices_on_device is not None
         rows = self._indices_on_device[start:stop]  # (b, ranks), a view: no copy, no sync
-        rank, _ = rank_and_world_size()
-        return rows[:, rank], rows.T
+        return rows[:, self._rank], rows.T
 
     def _explicit_indices(self, indices: Any, device: torch.device) -> torch.Tensor:
         local = torch.as_tensor(indices)
@@ -263,7 +264,7 @@ class PruningDataset(Dataset[Any]):
     def _record(
         self, local: torch.Tensor, every_rank: torch.Tensor | None, measurement: torch.Tensor
     ) -> None:
-        _, world_size = rank_and_world_size()
+        world_size = self._world_size
         if every_rank is not None:
             # Order route: every rank already knows every rank's indices; only losses travel.
             measurements = gather_equal(measurement)
@@ -300,6 +301,7 @@ class PruningDataset(Dataset[Any]):
         self._updates = 0
         self._unit_weights = True
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.scores.device)
+        self._rank, self._world_size = rank_and_world_size()
 
     def _set_epoch(self, epoch: int) -> None:
         epoch = check_int("epoch", epoch, 0)
@@ -324,7 +326,7 @@ class PruningDataset(Dataset[Any]):
             self._batch_size = loader.batch_size
         self._finalize_plan()
         assert self._plan is not None
-        rank, world_size = rank_and_world_size()
+        rank, world_size = self._rank, self._world_size = rank_and_world_size()
         if loader.sharded_by_framework or world_size == 1:
             shard = self._plan
             table = self._plan.reshape(-1, 1)
@@ -346,7 +348,9 @@ class PruningDataset(Dataset[Any]):
         rng = np.random.default_rng([self.seed, epoch])
         scores = self.scores.detach().to("cpu", torch.float32).numpy()
         plan: EpochPlan = self.policy.plan(scores, epoch, pruning, rng)
-        indices = plan.indices.astype(np.int64, copy=False)
+        # int32 halves the plan's memory below 2**31 samples (torch indexes with it directly).
+        index_dtype = np.int32 if self.num_samples < 2**31 else np.int64
+        indices = plan.indices.astype(index_dtype, copy=False)
         weights = torch.ones(self.num_samples, dtype=torch.float32)
         if plan.upweighted.size and plan.up_weight != 1.0:
             weights[torch.from_numpy(plan.upweighted.astype(np.int64, copy=False))] = plan.up_weight

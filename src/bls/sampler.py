@@ -21,13 +21,18 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+from torch.utils.data.distributed import DistributedSampler
+
+from bls.distributed import rank_and_world_size
 
 if TYPE_CHECKING:
     from bls.handler import PruningDataset
@@ -82,21 +87,26 @@ def discover_loader(max_depth: int = 12) -> LoaderInfo:
             sharded = True
         if isinstance(owner, BatchSampler) and batch_size is None:
             batch_size, drop_last = int(owner.batch_size), bool(owner.drop_last)
-        elif type(owner).__module__ == "torch.utils.data.dataloader" and hasattr(
-            owner, "_index_sampler"
-        ):
-            in_order = bool(getattr(owner, "_in_order", True))
+        elif isinstance(owner, _BaseDataLoaderIter):
+            in_order = in_order and bool(getattr(owner, "_in_order", True))
             if not getattr(owner, "_auto_collation", True):
                 batch_size, drop_last = 1, False  # batch_size=None: one sample per step
         frame = frame.f_back  # type: ignore[assignment]
     return LoaderInfo(batch_size, drop_last, in_order, sharded)
 
 
-class PruningSampler(Sampler[int]):
+class PruningSampler(DistributedSampler[int]):
     """Yields the current epoch's indices (this rank's share under DDP).
 
     Pass it as ``DataLoader(handler, sampler=handler.sampler, batch_size=...)``. Do not also
     pass ``shuffle=True``: the plan is already shuffled from ``(seed, epoch)``.
+
+    It is a :class:`~torch.utils.data.distributed.DistributedSampler` by type only, so that
+    frameworks which replace every other sampler in DDP (PyTorch Lightning) leave it alone.
+    ``DistributedSampler.__init__`` is never called (it needs a process group); the attributes
+    such frameworks read (``num_replicas``, ``rank``, ``epoch``, ``shuffle``, ``seed``,
+    ``drop_last``, ``dataset``, ``num_samples``, ``total_size``) are read-only views of the
+    handler and of the default process group at the time they are read.
     """
 
     def __init__(self, handler: PruningDataset) -> None:
@@ -110,32 +120,101 @@ class PruningSampler(Sampler[int]):
         return self._handler._begin_iteration(discover_loader())
 
     def __len__(self) -> int:
+        if _measured_by_framework_shard():
+            # Accelerate's BatchSamplerShard sizes its shards from the global plan, which is
+            # also what this sampler yields under it (see LoaderInfo.sharded_by_framework).
+            handler = self._handler
+            if handler._iterator is not None:
+                return int(handler._iterator.shard.size)
+            return handler.num_samples if handler._plan is None else int(handler._plan.size)
         return self._handler._rank_length()
+
+    # What DistributedSampler's constructor would have set, derived instead of stored: the
+    # process group may be initialised after the handler was built (Lightning does so).
+    @property
+    def dataset(self) -> PruningDataset:  # type: ignore[override]
+        return self._handler
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return rank_and_world_size()[1]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return rank_and_world_size()[0]
+
+    @property
+    def epoch(self) -> int:  # type: ignore[override]
+        return max(self._handler.epoch, 0)
+
+    @property
+    def shuffle(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def seed(self) -> int:  # type: ignore[override]
+        return self._handler.seed
+
+    @property
+    def drop_last(self) -> bool:  # type: ignore[override]
+        return False
+
+    @property
+    def num_samples(self) -> int:  # type: ignore[override]
+        return len(self)
+
+    @property
+    def total_size(self) -> int:  # type: ignore[override]
+        return len(self) * self.num_replicas
+
+
+def _measured_by_framework_shard(max_depth: int = 4) -> bool:
+    """Whether ``len(sampler)`` was asked by Accelerate's ``BatchSamplerShard`` (via a BatchSampler)."""
+    frame = sys._getframe(2)
+    for _ in range(max_depth):
+        if frame is None:
+            return False
+        if type(frame.f_locals.get("self")).__name__ == "BatchSamplerShard":
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 class _EpochIterator(Iterator[int]):
     """One pass over a rank's shard; ``position`` counts the indices handed out so far.
 
     ``__iter__`` returns ``self``: torch's ``BatchSampler`` re-wraps this iterator for every
-    batch and must continue where the previous batch stopped.
+    batch and must continue where the previous batch stopped. The items come from a C-level
+    chain over ``tolist()`` chunks, so each index costs one counter increment in Python.
     """
 
     def __init__(self, shard: np.ndarray) -> None:
         self.shard = shard
-        self.position = 0
-        self._chunk: list[int] = []
-        self._chunk_start = 0
+        self._drawn = 0
+        self._items = self._chain_from(0)
+
+    @property
+    def position(self) -> int:
+        return min(self._drawn, self.shard.size)  # the final, empty next() also counted
 
     def __iter__(self) -> _EpochIterator:
         return self
 
     def __next__(self) -> int:
-        offset = self.position - self._chunk_start
-        if offset >= len(self._chunk):
-            if self.position >= self.shard.size:
-                raise StopIteration
-            self._chunk_start = self.position
-            self._chunk = self.shard[self.position : self.position + _CHUNK].tolist()
-            offset = 0
-        self.position += 1
-        return self._chunk[offset]
+        self._drawn += 1
+        return next(self._items)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_items"] = None  # a generator does not pickle; __setstate__ rebuilds it
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._items = self._chain_from(self.position)
+
+    def _chain_from(self, start: int) -> Iterator[int]:
+        chunks = (
+            self.shard[i : i + _CHUNK].tolist() for i in range(start, self.shard.size, _CHUNK)
+        )
+        return itertools.chain.from_iterable(chunks)

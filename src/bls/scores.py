@@ -110,7 +110,8 @@ class BatchLossEMA(ScoreSource):
         values = measurement.to(scores.dtype)
         finite = torch.isfinite(values)
         old = scores[indices]
-        # A repeated index reads the same old score and writes the same value: updated once.
-        new = self.alpha * old + (1.0 - self.alpha) * values
-        scores[indices] = torch.where(finite, new, old)
-        return (~finite).sum()
+        # lerp(old, L, 1 - alpha) = alpha * old + (1 - alpha) * L, in one kernel. A repeated
+        # index reads the same old score and writes the same value: it is updated once.
+        new = torch.where(finite, old.lerp(values.expand_as(old), 1.0 - self.alpha), old)
+        scores[indices] = new
+        return finite.logical_not().sum()
