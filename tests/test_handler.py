@@ -359,3 +359,19 @@ def test_seed_reproducible_and_different_seeds_differ() -> None:
 
     assert plans(3) == plans(3)
     assert plans(3) != plans(4)
+
+
+def test_set_epoch_twice_decides_once() -> None:
+    handler = InfoBatch(IndexedDataset(64), num_epochs=4)
+    loader = DataLoader(handler, sampler=handler.sampler, batch_size=8)
+    run(handler, epochs=1, bls=False)
+    handler.sampler.set_epoch(1)
+    batches = iter(loader)
+    _, first = next(batches)
+    handler.update(torch.ones(len(first)))
+    handler.sampler.set_epoch(1)  # again, mid-epoch (a wrapper calling it too)
+    for _, index in batches:
+        handler.update(torch.ones(len(index)))
+    assert [r["epoch"] for r in handler.history] == [0, 1]
+    handler.end_epoch()
+    assert handler.history[1]["updates"] == math.ceil(handler.history[1]["kept"] / 8)

@@ -305,8 +305,10 @@ class PruningDataset(Dataset[Any]):
 
     def _set_epoch(self, epoch: int) -> None:
         epoch = check_int("epoch", epoch, 0)
-        if epoch == self._epoch and self._plan is not None and self._iterator is None:
-            return  # already decided and not yet iterated: set_epoch is idempotent
+        if epoch == self._epoch and self._plan is not None:
+            # Decided already. Frameworks call set_epoch more than once per epoch (the trainer
+            # and the loader wrapper), sometimes after iteration began: never decide twice.
+            return
         self._close_epoch()
         self._decide(epoch)
 
