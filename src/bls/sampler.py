@@ -169,7 +169,7 @@ class PruningSampler(DistributedSampler[int]):
 
 
 def _measured_by_framework_shard(max_depth: int = 4) -> bool:
-    """Whether ``len(sampler)`` was asked by Accelerate's ``BatchSamplerShard`` (via a BatchSampler)."""
+    """Whether ``len(sampler)`` was called for Accelerate's ``BatchSamplerShard``."""
     frame = sys._getframe(2)
     for _ in range(max_depth):
         if frame is None:

@@ -1,0 +1,9 @@
+"""Framework integrations, each an optional extra that imports its framework only when used.
+
+* :mod:`bls.integrations.lightning` — ``PruningCallback`` for PyTorch Lightning
+  (``pip install 'bls-prune[lightning]'``);
+* :mod:`bls.integrations.hf` — ``PruningTrainer`` for the Hugging Face ``Trainer`` and
+  Accelerate (``pip install 'bls-prune[hf]'``).
+
+Importing :mod:`bls` or this package never imports a framework.
+"""

@@ -1,0 +1,156 @@
+"""PyTorch Lightning integration: ``PruningCallback`` with real Lightning trainers on CPU.
+
+Each test trains a tiny linear model for a few epochs and checks what the core tests check:
+scores equal the BLS formula applied independently to what the module trained on, pruning
+saves samples, 2-process DDP runs equal batch counts on disjoint shards, and resuming from a
+Lightning checkpoint reproduces the next epoch's sample list.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from _lightning_model import TinyModule, bls_scores, make_data
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from bls import BLS, InfoBatch
+from bls.integrations.lightning import PruningCallback
+
+TESTS = Path(__file__).parent
+ALPHA = 0.6
+
+
+def _trainer(max_epochs: int, callbacks: list[Any], root: Path, **options: Any) -> pl.Trainer:
+    settings: dict[str, Any] = {
+        "default_root_dir": root,
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": max_epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+        **options,
+    }
+    return pl.Trainer(callbacks=callbacks, **settings)
+
+
+def _handler(n: int, num_epochs: int = 4) -> InfoBatch:
+    return BLS(InfoBatch(make_data(n), num_epochs=num_epochs, prune_ratio=0.5), alpha=ALPHA).proxy()
+
+
+class _RecordingModule(TinyModule):
+    """Also records the loss Lightning back-propagates and the weighted loss BLS should give."""
+
+    def __init__(self, handler: InfoBatch, batch_size: int) -> None:
+        super().__init__(handler, batch_size)
+        self.backward_losses: list[tuple[float, float]] = []
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        _, ids, batch_loss = self.steps[-1]
+        weight = self.handler.weights[torch.tensor(ids)].mean().item()
+        self.backward_losses.append((float(loss.detach()), batch_loss * weight))
+
+
+def test_scores_follow_formula_and_epochs_are_logged(tmp_path: Path) -> None:
+    n, batch = 128, 16
+    handler = _handler(n)
+    module = _RecordingModule(handler, batch)
+    # PruningCallback() without a handler finds it through the training loader's sampler.
+    trainer = _trainer(3, [PruningCallback()], tmp_path, logger=CSVLogger(tmp_path, name="run"))
+    trainer.fit(module)
+
+    expected = bls_scores(module.steps, n, ALPHA)
+    torch.testing.assert_close(handler.scores.cpu(), expected, rtol=0, atol=1e-5)
+    assert handler.saved_ratio > 0
+    kept = [record["kept"] for record in handler.history]
+    assert kept[0] == n and 0 < kept[1] < n
+    for epoch in range(3):  # every sample of the plan was trained on exactly once
+        ids = [i for e, batch_ids, _ in module.steps if e == epoch for i in batch_ids]
+        assert len(ids) == len(set(ids)) == kept[epoch]
+    # The loss Lightning back-propagated is BLS's weighted loss L * mean(weight of the batch).
+    assert len(module.backward_losses) == len(module.steps)
+    for got, wanted in module.backward_losses:
+        assert got == pytest.approx(wanted, rel=1e-5, abs=1e-7)
+    rescaled = [
+        got / step[2] for (got, _), step in zip(module.backward_losses, module.steps, strict=True)
+    ]
+    assert max(rescaled) > 1.01  # InfoBatch up-weighted some batches of the pruning epochs
+    # self.log: one row per epoch with that epoch's kept count and the running saved ratio.
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("bls/kept")]
+    assert [int(float(row["bls/kept"])) for row in rows] == kept
+    running = [sum(n - k for k in kept[: e + 1]) / (n * 4) for e in range(3)]
+    assert [float(row["bls/saved_ratio"]) for row in rows] == pytest.approx(running)
+    assert "training_step" not in module.__dict__  # the wrapper is gone after fit
+
+
+def test_resume_from_lightning_checkpoint_gives_the_same_next_epoch(tmp_path: Path) -> None:
+    n, batch = 96, 8
+    first = TinyModule(_handler(n), batch)
+    saver = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1)
+    _trainer(3, [PruningCallback(first.handler), saver], tmp_path, enable_checkpointing=True).fit(
+        first
+    )
+
+    resumed = TinyModule(_handler(n), batch, seed=99)  # other initial weights: restored anyway
+    resumer = _trainer(3, [PruningCallback(resumed.handler)], tmp_path / "resumed")
+    resumer.fit(resumed, ckpt_path=tmp_path / "epoch=1.ckpt")
+    epoch_two = [ids for e, ids, _ in first.steps if e == 2]
+    assert [ids for _, ids, _ in resumed.steps] == epoch_two
+    assert first.handler.history[2]["kept"] < n  # a pruning epoch, decided from the scores
+    assert resumed.handler.history == first.handler.history
+    torch.testing.assert_close(resumed.handler.scores, first.handler.scores, rtol=0, atol=1e-5)
+
+
+def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(TESTS / "_lightning_ddp.py"), str(tmp_path)],
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["sampler_type"] for r in ranks] == ["PruningSampler"] * 2  # not replaced
+    history = ranks[0]["history"]
+    assert ranks[1]["history"] == history
+    assert history[1]["kept"] < 96
+    merged = []
+    for epoch in range(3):
+        per_rank = [[s for s in r["steps"] if s[0] == epoch] for r in ranks]
+        assert len(per_rank[0]) == len(per_rank[1]) > 0  # equal batch counts, no deadlock
+        ids = [set(i for s in steps for i in s[1]) for steps in per_rank]
+        assert not ids[0] & ids[1]  # disjoint shards
+        assert len(ids[0] | ids[1]) == history[epoch]["kept"]
+        for pair in zip(*per_rank, strict=True):
+            merged.extend(pair)
+    expected = bls_scores(merged, 96, ALPHA)
+    for r in ranks:  # every rank holds every rank's updates
+        torch.testing.assert_close(r["scores"], expected, rtol=0, atol=1e-5)
+
+
+def test_rejects_a_loader_that_bypasses_the_handler(tmp_path: Path) -> None:
+    handler = _handler(32)
+
+    class PlainLoader(TinyModule):
+        def train_dataloader(self) -> DataLoader[Any]:
+            return DataLoader(make_data(32), batch_size=8)
+
+    with pytest.raises(ValueError, match="does not draw from this callback's handler"):
+        _trainer(1, [PruningCallback(handler)], tmp_path).fit(PlainLoader(handler, 8))
+    with pytest.raises(TypeError, match="handler: expected a pruning dataset"):
+        PruningCallback(make_data(8))  # type: ignore[arg-type]
