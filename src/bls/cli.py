@@ -1,0 +1,530 @@
+"""The ``bls-prune`` command (also ``python -m bls``).
+
+``bls-prune demo``
+    Trains a small CNN on scikit-learn's embedded 8x8 digits once on full data and once with
+    each pruning method, prints a comparison table and writes ``results.json`` and
+    ``results.png`` into a new output folder. No data, no flags, no download.
+``bls-prune train``
+    One run with any method on ``digits``, CIFAR-10/100 (torchvision's on-disk format) or an
+    image folder.
+
+Bad flags and missing data end with one ``bls-prune: error: ...`` line naming the flag, what
+is allowed and where data was looked for, and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from bls import __version__
+from bls.data import DATA_SOURCES, DataInfo, DataNotFoundError, load_data
+from bls.models import MODEL_NAMES, build_model
+from bls.train import RunConfig, RunResult, build_handler, train
+
+__all__ = ["DEMO_METHODS", "main"]
+
+PROG = "bls-prune"
+CLI_METHODS = (
+    "Full",
+    "InfoBatch",
+    "SeTa",
+    "Static",
+    "Random",
+    "RandomPrune",
+    "BLS_InfoBatch",
+    "BLS_SeTa",
+)
+# The demo's methods and their settings. The prune ratios are chosen so that every pruning
+# method saves roughly a quarter of the sample visits (SeTa: the BLS paper's 0.1, 5 groups,
+# window 0.9), which makes the accuracies comparable at equal cost.
+DEMO_METHODS: dict[str, dict[str, Any]] = {
+    "Full": {},
+    "BLS_InfoBatch": {"prune_ratio": 0.5},
+    "BLS_SeTa": {"prune_ratio": 0.1, "num_group": 5, "window_scale": 0.9},
+    "InfoBatch": {"prune_ratio": 0.5},
+    "SeTa": {"prune_ratio": 0.1, "num_group": 5, "window_scale": 0.9},
+    "RandomPrune": {"prune_ratio": 0.3},
+}
+DEMO_BUDGETS = {"full": 15, "small": 3}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block; one line with the flag is easier to read.
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------- value checks
+def _number(
+    low: float, high: float, *, high_open: bool, low_open: bool = False
+) -> Callable[[str], float]:
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    allowed = f"a number in {left}{low:g}, {high:g}{right}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if value != value or too_low or too_high:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text}")
+        return value
+
+    return parse
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    return _number(0.0, float("inf"), high_open=True, low_open=True)(text)
+
+
+def _method(text: str) -> str:
+    by_lower = {name.lower(): name for name in CLI_METHODS}
+    if text.lower() == "none":
+        return "Full"
+    if text.lower() not in by_lower:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {text!r}; allowed: {', '.join(CLI_METHODS)}"
+        )
+    return by_lower[text.lower()]
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bls-prune`` (exposed for documentation and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Dynamic data pruning with Batch Loss Score (BLS), InfoBatch and SeTa.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,train}", parser_class=_Parser)
+
+    demo = commands.add_parser(
+        "demo",
+        help="compare every method on the embedded digits data (about a minute on a laptop)",
+        description="Train a small CNN on scikit-learn's 8x8 digits with full data and with "
+        "every pruning method; print a table and write results.json and results.png.",
+    )
+    demo.add_argument(
+        "--budget",
+        choices=sorted(DEMO_BUDGETS),
+        default="full",
+        help="full: 15 epochs per run; small: 3 epochs (a quick smoke run)",
+    )
+    demo.add_argument("--epochs", type=_integer(1), help="epochs per run (overrides --budget)")
+    demo.add_argument(
+        "--methods",
+        type=_method,
+        nargs="+",
+        help=f"methods to compare (default: {' '.join(DEMO_METHODS)}); Full is always run",
+    )
+    demo.add_argument(
+        "--prune-ratio",
+        type=_number(0, 1, high_open=True),
+        help="one prune ratio for every method (default: per method, see the table)",
+    )
+    _common(demo, default_threads=1)
+
+    run = commands.add_parser(
+        "train",
+        help="one training run with any method and data set",
+        description="One training run; prints the result and writes results.json and "
+        "results.png into --out.",
+    )
+    run.add_argument("--method", type=_method, default="BLS_InfoBatch", help=", ".join(CLI_METHODS))
+    run.add_argument("--prune-ratio", type=_number(0, 1, high_open=True), default=0.5)
+    run.add_argument("--epochs", type=_integer(1), default=10)
+    run.add_argument("--data", choices=DATA_SOURCES, default="digits")
+    run.add_argument(
+        "--data-path",
+        type=Path,
+        help="cifar10/cifar100: the folder holding cifar-10-batches-py or cifar-100-python; "
+        "imagefolder: the folder holding train/<class>/ and val/<class>/",
+    )
+    run.add_argument("--model", choices=MODEL_NAMES, default="cnn")
+    run.add_argument("--image-size", type=_integer(4), default=32, help="imagefolder only")
+    run.add_argument("--batch-size", type=_integer(1), default=64)
+    run.add_argument("--lr", type=_positive, default=0.05, help="peak one-cycle learning rate")
+    run.add_argument("--label-smoothing", type=_number(0, 1, high_open=True), default=0.0)
+    run.add_argument("--workers", type=_integer(0), default=0, help="DataLoader workers")
+    _common(run, default_threads=None)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, *, default_threads: int | None) -> None:
+    parser.add_argument(
+        "--alpha", type=_number(0, 1, high_open=True), default=0.7, help="BLS EMA factor"
+    )
+    parser.add_argument(
+        "--delta",
+        type=_number(0, 1, high_open=False),
+        default=0.875,
+        help="share of epochs that prune; the rest anneal on full data",
+    )
+    parser.add_argument("--num-group", type=_integer(1), default=None, help="SeTa groups")
+    parser.add_argument(
+        "--window-scale",
+        type=_number(0, 1, high_open=False, low_open=True),
+        default=None,
+        help="SeTa window share of the groups",
+    )
+    parser.add_argument("--seed", type=_integer(0), default=0)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: a new folder under ./bls-prune-results/)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument(
+        "--threads",
+        type=_integer(1),
+        default=default_threads,
+        help="CPU threads for torch (default: 1 for the demo, torch's default otherwise)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines"),
+        default="auto",
+        help="auto: tqdm bars on a terminal, one line per run otherwise",
+    )
+
+
+# ---------------------------------------------------------------------------- commands
+@dataclass
+class _Setup:
+    device: torch.device
+    out: Path
+    bars: bool
+
+
+def _setup(args: argparse.Namespace, command: str) -> _Setup:
+    if args.device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise CliError(
+                f"argument --device: unknown device {args.device!r}; allowed: cpu, cuda, cuda:N"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CliError("argument --device: CUDA is not available here; use --device cpu")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("bls-prune-results") / f"{command}-{stamp}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CliError(f"argument --out: cannot create {out}: {error.strerror}") from None
+    bars = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
+    return _Setup(device, out, bars)
+
+
+def _checked(cfg: RunConfig) -> RunConfig:
+    """Build the method's handler on a stand-in data set, so bad settings fail before training."""
+    build_handler(list(range(max(cfg.num_group, 2) + 1)), cfg)
+    return cfg
+
+
+def _config(args: argparse.Namespace, method: str, **settings: Any) -> RunConfig:
+    values: dict[str, Any] = {
+        "method": method,
+        "alpha": args.alpha,
+        "delta": args.delta,
+        "seed": args.seed,
+        **settings,
+    }
+    if args.num_group is not None:
+        values["num_group"] = args.num_group
+    if args.window_scale is not None:
+        values["window_scale"] = args.window_scale
+    return _checked(RunConfig(**values))
+
+
+def _load(
+    name: str, data_path: Path | None, image_size: int, seed: int
+) -> tuple[Any, Any, DataInfo]:
+    if name != "digits" and data_path is None:
+        where = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        if name == "imagefolder":
+            where = "train/<class>/ and val/<class>/"
+        raise CliError(f"argument --data-path: --data {name} needs the folder holding {where}")
+    try:
+        return load_data(name, data_path, image_size=image_size, seed=seed)
+    except DataNotFoundError as error:
+        raise CliError(f"argument --data-path: {error}") from None
+    except ImportError as error:
+        raise CliError(f"{error}") from None
+
+
+def _run_one(
+    cfg: RunConfig, data: tuple[Any, Any, DataInfo], model_name: str, setup: _Setup
+) -> RunResult:
+    train_set, test_set, info = data
+    model = build_model(
+        model_name, info.in_channels, info.num_classes, info.image_size, seed=cfg.seed
+    )
+    return train(model, train_set, test_set, cfg, device=setup.device, progress=setup.bars)
+
+
+def _row_line(result: RunResult) -> str:
+    return (
+        f"{result.method}: test accuracy {100 * result.test_accuracy:.2f}%, "
+        f"saved {100 * result.saved_ratio:.1f}% of samples, {result.wall_time_s:.1f} s"
+    )
+
+
+def _setting(cfg: RunConfig) -> str:
+    method = cfg.method.lower()
+    if method == "full":
+        return "-"
+    text = f"r={cfg.prune_ratio:g}"
+    if "seta" in method:
+        text += f" g={cfg.num_group} w={cfg.window_scale:g}"
+    if method.startswith("bls_"):
+        text += f" a={cfg.alpha:g}"
+    return text
+
+
+def format_table(results: Sequence[RunResult]) -> str:
+    """The comparison table: accuracy, saved samples and time, and the change to full data."""
+    full = next((r for r in results if r.method == "Full"), None)
+    header = ("method", "setting", "test acc", "vs full", "saved", "time (s)", "vs full")
+    rows = [header]
+    for result in results:
+        acc_delta = time_delta = "-"
+        if full is not None and result is not full:
+            acc_delta = f"{100 * (result.test_accuracy - full.test_accuracy):+.2f} pp"
+            time_delta = f"{100 * (result.wall_time_s / full.wall_time_s - 1):+.0f}%"
+        rows.append(
+            (
+                result.method,
+                _setting(result.config),
+                f"{100 * result.test_accuracy:.2f}%",
+                acc_delta,
+                f"{100 * result.saved_ratio:.1f}%",
+                f"{result.wall_time_s:.1f}",
+                time_delta,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _write_results(
+    setup: _Setup, command: str, info: DataInfo, results: Sequence[RunResult], model: str
+) -> tuple[Path, Path | None]:
+    full = next((r for r in results if r.method == "Full"), None)
+    runs = []
+    for result in results:
+        run = result.to_dict()
+        if full is not None:
+            run["accuracy_delta_vs_full"] = result.test_accuracy - full.test_accuracy
+            run["time_ratio_vs_full"] = result.wall_time_s / full.wall_time_s
+        runs.append(run)
+    document = {
+        "schema": "bls-prune/results/1",
+        "command": command,
+        "version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": {
+            "name": info.name,
+            "num_classes": info.num_classes,
+            "image_size": info.image_size,
+            "num_train": results[0].num_train,
+        },
+        "model": model,
+        "device": str(setup.device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "runs": runs,
+    }
+    json_path = setup.out / "results.json"
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    return json_path, _plot(setup.out / "results.png", results)
+
+
+def _plot(path: Path, results: Sequence[RunResult]) -> Path | None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        print(
+            f"{PROG}: matplotlib is not installed, no plot written "
+            "(pip install 'bls-prune[examples]')",
+            file=sys.stderr,
+        )
+        return None
+    # The object-oriented API: no pyplot, so no global backend is selected or changed.
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    accuracy_axes, kept_axes = figure.subplots(1, 2)
+    for result in results:
+        epochs = [record.epoch + 1 for record in result.epochs]
+        style = "-" if result.method == "Full" else "--" if "BLS" in result.method else ":"
+        label = f"{result.method} ({100 * result.saved_ratio:.0f}% saved)"
+        accuracy_axes.plot(
+            epochs,
+            [100 * r.test_accuracy for r in result.epochs],
+            style,
+            marker="o",
+            markersize=3,
+            label=label,
+        )
+        kept_axes.plot(
+            epochs,
+            [r.kept for r in result.epochs],
+            style,
+            marker="o",
+            markersize=3,
+            label=result.method,
+        )
+    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    kept_axes.set(xlabel="epoch", ylabel="samples trained on", title="Kept samples per epoch")
+    accuracy_axes.legend(fontsize=8)
+    for axes in (accuracy_axes, kept_axes):
+        axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    epochs = args.epochs or DEMO_BUDGETS[args.budget]
+    methods = ["Full", *[m for m in (args.methods or DEMO_METHODS) if m != "Full"]]
+    configs = []
+    for method in methods:
+        settings = dict(DEMO_METHODS.get(method, {"prune_ratio": 0.5}))
+        if args.prune_ratio is not None and method != "Full":
+            settings["prune_ratio"] = args.prune_ratio
+        configs.append(_config(args, method, epochs=epochs, batch_size=64, lr=0.05, **settings))
+    setup = _setup(args, "demo")
+    data = _load("digits", None, 8, args.seed)
+    print(
+        f"bls-prune demo: a small CNN on scikit-learn's digits ({len(data[0])} train / "
+        f"{len(data[1])} test 8x8 images), {epochs} epochs per run, {len(configs)} runs, "
+        f"on {setup.device}",
+        flush=True,
+    )
+    results = []
+    for number, cfg in enumerate(configs, start=1):
+        result = _run_one(cfg, data, "cnn", setup)
+        results.append(result)
+        if not setup.bars:
+            print(f"[{number}/{len(configs)}] {_row_line(result)}", flush=True)
+    print()
+    print(format_table(results))
+    json_path, png_path = _write_results(setup, "demo", data[2], results, "cnn")
+    print()
+    print("'saved' is the share of sample visits skipped over the whole run; 'vs full' compares")
+    print("with the Full run (accuracy in percentage points, wall time in percent).")
+    print(
+        f"Results written to {setup.out}/ ({json_path.name}"
+        f"{', ' + png_path.name if png_path else ''})"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = _config(
+        args,
+        args.method,
+        prune_ratio=args.prune_ratio,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        workers=args.workers,
+        label_smoothing=args.label_smoothing,
+    )
+    setup = _setup(args, "train")
+    if args.threads is None and args.data == "digits":
+        torch.set_num_threads(1)  # an 8x8 CNN is fastest on one thread
+    data = _load(args.data, args.data_path, args.image_size, args.seed)
+    print(
+        f"bls-prune train: {cfg.method} on {args.data} ({len(data[0])} train / {len(data[1])} "
+        f"test), model {args.model}, epochs: {cfg.epochs}, on {setup.device}",
+        flush=True,
+    )
+    result = _run_one(cfg, data, args.model, setup)
+    print(_row_line(result))
+    json_path, png_path = _write_results(setup, "train", data[2], [result], args.model)
+    print(
+        f"Results written to {setup.out}/ ({json_path.name}"
+        f"{', ' + png_path.name if png_path else ''})"
+    )
+    return 0
+
+
+_FLAG_OF = {
+    "prune_ratio": "--prune-ratio",
+    "alpha": "--alpha",
+    "delta": "--delta",
+    "num_group": "--num-group",
+    "window_scale": "--window-scale",
+    "num_epochs": "--epochs",
+    "epochs": "--epochs",
+    "seed": "--seed",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bls-prune``; returns the exit status (0 success, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _demo(args) if args.command == "demo" else _train(args)
+    except CliError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as error:
+        # The library names the argument first ("window_scale: ..."); show it as the flag.
+        message = str(error)
+        name, _, rest = message.partition(":")
+        if name in _FLAG_OF and rest:
+            message = f"argument {_FLAG_OF[name]}:{rest}"
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,244 @@
+"""The ``bls-prune`` command: the demo, ``train`` on every data source, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fake_data import write_cifar, write_image_folder
+
+from bls.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    # The CLI sets torch's thread count (it owns its process); keep the test process as it was.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own exits (bad flag syntax, --help)
+        code = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _command() -> list[str]:
+    script = shutil.which("bls-prune", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "bls"]
+
+
+def test_demo_small_budget_end_to_end(tmp_path: Path) -> None:
+    """The README's demo command through the installed entry point, with a smaller budget."""
+    out = tmp_path / "demo"
+    done = subprocess.run(
+        [*_command(), "demo", "--budget", "small", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    for column in ("test acc", "vs full", "saved", "time (s)"):
+        assert column in lines[header]
+    rows = {line.split()[0]: line for line in lines[header + 2 : header + 8]}
+    assert list(rows) == ["Full", "BLS_InfoBatch", "BLS_SeTa", "InfoBatch", "SeTa", "RandomPrune"]
+    # Not on a terminal: one progress line per run.
+    assert sum(line.startswith("[") and "/6]" in line for line in lines) == 6
+
+    document = json.loads((out / "results.json").read_text())
+    runs = {run["method"]: run for run in document["runs"]}
+    assert list(runs) == list(rows)
+    full = runs["Full"]
+    assert full["saved_ratio"] == 0.0 and full["accuracy_delta_vs_full"] == 0.0
+    for method, run in runs.items():
+        kept = [epoch["kept"] for epoch in run["epochs"]]
+        assert len(kept) == 3 and run["sample_steps"] == sum(kept)
+        n = run["num_train"]
+        assert run["saved_ratio"] == pytest.approx(sum(n - k for k in kept) / (n * 3))
+        assert run["accuracy_delta_vs_full"] == pytest.approx(
+            run["test_accuracy"] - full["test_accuracy"]
+        )
+        # The table shows the same numbers as the JSON.
+        assert f"{100 * run['test_accuracy']:.2f}%" in rows[method]
+        assert f"{100 * run['saved_ratio']:.1f}%" in rows[method]
+        if method != "Full":
+            assert run["saved_ratio"] > 0.0
+    png = (out / "results.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+
+
+def test_module_entry_point_reports_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bls", "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.startswith("bls-prune ")
+
+
+def _check_train_result(out: Path, method: str, epochs: int) -> dict[str, object]:
+    document = json.loads((out / "results.json").read_text())
+    (run,) = document["runs"]
+    assert run["method"] == method and len(run["epochs"]) == epochs
+    assert 0.0 <= run["test_accuracy"] <= 1.0
+    assert (out / "results.png").read_bytes().startswith(PNG_SIGNATURE)
+    return document
+
+
+def test_train_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(
+        [
+            "train",
+            "--method",
+            "bls_infobatch",
+            "--epochs",
+            "2",
+            "--alpha",
+            "0.8",
+            "--out",
+            str(tmp_path),
+            "--model",
+            "mlp",
+            "--batch-size",
+            "128",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "BLS_InfoBatch: test accuracy" in out
+    document = _check_train_result(tmp_path, "BLS_InfoBatch", 2)
+    assert document["runs"][0]["config"]["alpha"] == 0.8  # type: ignore[index]
+    assert document["model"] == "mlp"
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_train_cifar_on_disk_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    root = write_cifar(tmp_path / "data", name, per_file=6)
+    code, _, err = _run(
+        [
+            "train",
+            "--data",
+            name,
+            "--data-path",
+            str(root),
+            "--method",
+            "SeTa",
+            "--num-group",
+            "3",
+            "--window-scale",
+            "0.7",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    document = _check_train_result(tmp_path / "out", "SeTa", 2)
+    assert document["data"]["num_classes"] == (10 if name == "cifar10" else 100)  # type: ignore[index]
+
+
+def test_train_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_image_folder(tmp_path / "images", classes=3, per_class=8)
+    code, _, err = _run(
+        [
+            "train",
+            "--data",
+            "imagefolder",
+            "--data-path",
+            str(root),
+            "--method",
+            "RandomPrune",
+            "--image-size",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "6",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    document = _check_train_result(tmp_path / "out", "RandomPrune", 2)
+    assert document["data"]["num_train"] == 24  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--method", "Dropout"], "argument --method: unknown method 'Dropout'; allowed"),
+        (["train", "--prune-ratio", "1.5"], "argument --prune-ratio: expected a number in [0, 1)"),
+        (["train", "--prune-ratio", "half"], "argument --prune-ratio: expected a number"),
+        (["train", "--alpha", "1"], "argument --alpha: expected a number in [0, 1)"),
+        (["train", "--delta", "-0.1"], "argument --delta: expected a number in [0, 1]"),
+        (["train", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+        (["train", "--batch-size", "x"], "argument --batch-size: expected an integer >= 1"),
+        (["train", "--lr", "0"], "argument --lr: expected a number in (0, inf)"),
+        (["train", "--num-group", "0"], "argument --num-group: expected an integer >= 1"),
+        (["train", "--window-scale", "0"], "argument --window-scale: expected a number in (0, 1]"),
+        (["train", "--method", "SeTa", "--window-scale", "0.01"], "argument --window-scale:"),
+        (["train", "--workers", "-1"], "argument --workers: expected an integer >= 0"),
+        (["train", "--data", "mnist"], "argument --data: invalid choice: 'mnist'"),
+        (["train", "--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
+        (["train", "--device", "tpu9"], "argument --device: unknown device 'tpu9'"),
+        (["train", "--data", "cifar10"], "argument --data-path: --data cifar10 needs the folder"),
+        (["train", "--data", "imagefolder"], "argument --data-path: --data imagefolder needs"),
+        (["demo", "--budget", "huge"], "argument --budget: invalid choice: 'huge'"),
+        (["demo", "--methods", "Magic"], "argument --methods: unknown method 'Magic'"),
+        (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+        (["launch"], "argument {demo,train}: invalid choice: 'launch'"),
+    ],
+)
+def test_bad_flags_give_one_line(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = _run(
+        [*argv, *(["--out", str(tmp_path)] if argv[0] != "launch" else [])], capsys
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("bls-prune: error: "), err
+    assert expected in err
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagefolder"])
+def test_missing_data_says_where_it_looked(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nothing-here"
+    code, _, err = _run(
+        ["train", "--data", name, "--data-path", str(missing), "--out", str(tmp_path)], capsys
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("bls-prune: error: argument --data-path:")
+    assert str(missing) in err
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run([], capsys)
+    assert code == 2 and "demo" in out and "train" in out
