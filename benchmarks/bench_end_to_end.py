@@ -1,0 +1,166 @@
+"""End to end: does pruning half the well-learned samples save the time it should?
+
+A small CNN trains on learnable random 8x8 RGB images through a ``DataLoader`` with two
+workers, once through ``bls.Full`` (every sample every epoch) and once through
+``bls.InfoBatch(prune_ratio=0.5)`` (per-sample losses), same seed, same epochs, and once with
+a plain ``DataLoader(shuffle=True)`` with no handler at all. The ideal saving is the share of
+sample-steps skipped, ``1 - sum(kept) / (N * E)``; the measured saving is
+``1 - t_pruned / t_full``; their ratio is the efficiency (1.0 = pruning costs nothing).
+The runs alternate (Full, InfoBatch, InfoBatch, Full, ...) and each configuration keeps its
+median, so slow drifts of a shared machine hit both.
+
+Run: ``python benchmarks/bench_end_to_end.py`` (``--tiny`` for a smoke run). Uses every core:
+the main process trains on one torch thread, the two loader workers run beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from _common import emit, print_machine
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from bls import Full, InfoBatch
+
+
+class Images(Dataset[tuple[torch.Tensor, int]]):
+    """Random 3x8x8 images labelled by a fixed random linear teacher (so losses differ)."""
+
+    def __init__(self, n: int, size: int = 8, classes: int = 10, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, size, size, generator=generator)
+        teacher = torch.randn(3 * size * size, classes, generator=generator)
+        noise = 2.0 * torch.randn(n, classes, generator=generator)
+        self.y = (self.x.flatten(1) @ teacher / size + noise).argmax(1).tolist()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.x[index], self.y[index]
+
+
+def make_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # a benchmark may seed globally; the library never does
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+
+
+def train(kind: str, data: Images, epochs: int, batch: int, workers: int) -> dict[str, Any]:
+    """Wall time of ``epochs`` epochs (loader start-up included), and samples seen."""
+    model = make_model(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    criterion = nn.CrossEntropyLoss(reduction="none")
+    handler: Any = None
+    if kind == "plain":
+        loader = DataLoader(
+            data,
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+    else:
+        handler = (
+            Full(data, num_epochs=epochs)
+            if kind == "Full"
+            else InfoBatch(data, num_epochs=epochs, prune_ratio=0.5, delta=0.875)
+        )
+        loader = DataLoader(
+            handler,
+            sampler=handler.sampler,
+            batch_size=batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+    seen = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for images, targets in loader:
+            per_sample = criterion(model(images), targets)
+            loss = per_sample.mean() if handler is None else handler.update(per_sample)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(targets)
+    seconds = time.perf_counter() - start
+    kept = [r["kept"] for r in handler.history] if handler is not None else [len(data)] * epochs
+    del loader  # stops the persistent workers
+    return {"kind": kind, "seconds": seconds, "seen": seen, "kept": kept}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8192)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.n, args.epochs, args.workers, args.repeats = 512, 4, 0, 1
+    torch.set_num_threads(1)
+    info = print_machine()
+    data = Images(args.n)
+    # Warm-up (untimed): first-call kernel selection, page faults, worker start-up code paths.
+    train("plain", data, 1, args.batch, args.workers)
+    runs: dict[str, list[dict[str, Any]]] = {"Full": [], "InfoBatch": [], "plain": []}
+    for repeat in range(args.repeats):
+        order = (
+            ("Full", "InfoBatch", "plain") if repeat % 2 == 0 else ("plain", "InfoBatch", "Full")
+        )
+        for kind in order:
+            r = train(kind, data, args.epochs, args.batch, args.workers)
+            runs[kind].append(r)
+            print(f"run {repeat} {kind:9s}: {r['seconds']:.2f} s, {r['seen']:,d} sample-steps")
+    t = {kind: statistics.median(r["seconds"] for r in rs) for kind, rs in runs.items()}
+    kept = runs["InfoBatch"][0]["kept"]
+    ideal = 1.0 - sum(kept) / (args.n * args.epochs)
+    measured = 1.0 - t["InfoBatch"] / t["Full"]
+    ratio = measured / ideal if ideal > 0 else float("nan")
+    overhead = t["Full"] / t["plain"] - 1.0
+    print(
+        f"end to end N={args.n:,d}, {args.epochs} epochs, batch {args.batch}, "
+        f"num_workers={args.workers}: Full {t['Full']:.2f} s, InfoBatch(0.5) "
+        f"{t['InfoBatch']:.2f} s, plain DataLoader {t['plain']:.2f} s"
+    )
+    print(
+        f"ideal saving {ideal:.4f} (kept per epoch {kept}), measured saving {measured:.4f}, "
+        f"ratio {ratio:.3f}; Full handler vs plain loader {overhead:+.2%}"
+    )
+    result = {
+        "machine": info,
+        "config": vars(args),
+        "seconds": t,
+        "kept": kept,
+        "ideal_saving": ideal,
+        "measured_saving": measured,
+        "ratio": ratio,
+        "full_vs_plain": overhead,
+        "runs": {k: [r["seconds"] for r in v] for k, v in runs.items()},
+    }
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
