@@ -51,7 +51,7 @@ def test_trainer_with_gradient_accumulation_scores_the_right_samples(tmp_path: P
     handler = _handler(n)
     trainer = RecordingTrainer(
         model=tiny_bert(),
-        args=training_arguments(str(tmp_path), gradient_accumulation_steps=2),
+        args=training_arguments(str(tmp_path), gradient_accumulation_steps=3),
         train_dataset=handler,
     )
     trainer.train()
@@ -68,6 +68,11 @@ def test_trainer_with_gradient_accumulation_scores_the_right_samples(tmp_path: P
         ids = _epoch_ids(batches, epoch)
         assert len(ids) == len(set(ids)) == kept[epoch]
         assert handler.history[epoch]["updates"] == -(-kept[epoch] // 8)
+    # Every epoch ends in an optimizer step, also when its batch count is not a multiple of
+    # the accumulation steps.
+    micro_batches = [-(-k // 8) for k in kept]
+    assert any(count % 3 for count in micro_batches), kept
+    assert trainer.state.global_step == sum(-(-count // 3) for count in micro_batches)
 
 
 def test_resume_from_trainer_checkpoint_gives_the_same_next_epoch(tmp_path: Path) -> None:

@@ -105,7 +105,10 @@ def test_resume_from_lightning_checkpoint_gives_the_same_next_epoch(tmp_path: Pa
     )
 
     resumed = TinyModule(_handler(n), batch, seed=99)  # other initial weights: restored anyway
-    resumer = _trainer(3, [PruningCallback(resumed.handler)], tmp_path / "resumed")
+    # PruningCallback() finds its handler only when training starts, after Lightning restored
+    # the callback's state: the state waits for it.
+    saver = ModelCheckpoint(dirpath=tmp_path / "resumed", filename="{epoch}", save_top_k=-1)
+    resumer = _trainer(3, [PruningCallback(), saver], tmp_path, enable_checkpointing=True)
     resumer.fit(resumed, ckpt_path=tmp_path / "epoch=1.ckpt")
     epoch_two = [ids for e, ids, _ in first.steps if e == 2]
     assert [ids for _, ids, _ in resumed.steps] == epoch_two
@@ -154,3 +157,44 @@ def test_rejects_a_loader_that_bypasses_the_handler(tmp_path: Path) -> None:
         _trainer(1, [PruningCallback(handler)], tmp_path).fit(PlainLoader(handler, 8))
     with pytest.raises(TypeError, match="handler: expected a pruning dataset"):
         PruningCallback(make_data(8))  # type: ignore[arg-type]
+
+
+class _DictItems(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.data = make_data(n)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        x, y, ids = self.data[index]
+        return {"x": x, "y": y, "id": ids}
+
+
+def test_explicit_indices_route_with_dict_batches(tmp_path: Path) -> None:
+    n, batch = 64, 8
+    handler = BLS(
+        InfoBatch(_DictItems(n), num_epochs=4, prune_ratio=0.5, return_indices=True), alpha=ALPHA
+    ).proxy()
+
+    class DictModule(TinyModule):
+        def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+            assert torch.equal(batch["index"], batch["id"])  # the index the handler attached
+            loss = torch.nn.functional.cross_entropy(self.layer(batch["x"]), batch["y"])
+            self.steps.append((self.current_epoch, batch["id"].tolist(), float(loss.detach())))
+            return {"loss": loss}
+
+    module = DictModule(handler, batch)
+    _trainer(3, [PruningCallback(handler)], tmp_path).fit(module)
+    torch.testing.assert_close(
+        handler.scores, bls_scores(module.steps, n, ALPHA), rtol=0, atol=1e-5
+    )
+    assert handler.saved_ratio > 0
+
+
+def test_importing_bls_imports_no_framework() -> None:
+    code = "import sys, bls, bls.integrations; print(sorted({'lightning', 'transformers', "
+    code += "'accelerate'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -35,17 +35,18 @@ Why it is a subclass, and what each override is for:
   (``global_step // steps_per_epoch``) would name the wrong epoch. Save at epoch ends
   (``save_strategy="epoch"``) for an exact resume; a checkpoint from the middle of an epoch
   restarts that epoch with a plan decided from the scores saved with it.
+* The Trainer sizes every epoch like the first, full one; each epoch is sized again from its
+  own plan, so a shorter epoch's last group of micro-batches still ends in an optimizer step.
 
-Limits: the Trainer sizes its loop and learning-rate schedule from the first (full) epoch.
-Pruned epochs end early (the remaining optimizer steps of the epoch are empty), so a schedule
-such as linear decay does not reach its final value; and when a pruned epoch's batch count is
-not a multiple of ``gradient_accumulation_steps`` its last incomplete group of micro-batches
-is stepped together with the next epoch's first group.
+Limits: the learning-rate schedule is sized before training from full epochs; pruned epochs
+take fewer optimizer steps, so a decaying schedule does not reach its final value (pass a
+scheduler of your own through ``optimizers=`` if that matters).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, cast
 
@@ -138,6 +139,21 @@ class PruningTrainer(Trainer):
             loss, outputs = cast(tuple[torch.Tensor, Any], result)
             return self.handler.update(loss, indices=indices), outputs
         return self.handler.update(cast(torch.Tensor, result), indices=indices)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        # The Trainer sizes every epoch like the first, full one. Decide this epoch's plan now
+        # and size the epoch from it, so that the last group of micro-batches of a shorter
+        # epoch still ends in an optimizer step (set_epoch is idempotent; the Trainer calls it
+        # again).
+        loader = kwargs.get("train_dataloader")
+        epoch = kwargs.get("epoch")
+        if loader is not None and epoch is not None and hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+            steps_in_epoch = len(loader)
+            kwargs["steps_in_epoch"] = steps_in_epoch
+            accumulation = self.args.gradient_accumulation_steps
+            kwargs["num_update_steps_per_epoch"] = max(1, math.ceil(steps_in_epoch / accumulation))
+        return super()._run_epoch(*args, **kwargs)
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
