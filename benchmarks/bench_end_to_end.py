@@ -117,12 +117,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.n, args.epochs, args.workers, args.repeats = 512, 4, 0, 1
+        args.n, args.epochs, args.batch, args.workers, args.repeats = 192, 3, 64, 0, 1
     torch.set_num_threads(1)
     info = print_machine()
     data = Images(args.n)
-    # Warm-up (untimed): first-call kernel selection, page faults, worker start-up code paths.
-    train("plain", data, 1, args.batch, args.workers)
+    if not args.tiny:  # warm-up (untimed): first-call kernel selection, page faults, workers
+        train("plain", data, 1, args.batch, args.workers)
     runs: dict[str, list[dict[str, Any]]] = {"Full": [], "InfoBatch": [], "plain": []}
     for repeat in range(args.repeats):
         order = (

@@ -1,0 +1,414 @@
+"""Run the whole benchmark suite and write ``docs/performance.md`` and its plot.
+
+    python benchmarks/run_all.py
+
+Each benchmark runs in its own interpreter. Those whose target is "one CPU core" run under
+``taskset -c <core>`` (when available) with one torch thread; the end-to-end training and the
+DataLoader comparison use two workers and so the whole machine. Takes about 5-8 minutes on a
+2-core machine. ``--tiny`` runs every script at smoke-test size (and writes to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+IMAGENET = 1_281_167
+
+TARGETS = {
+    "infobatch_1e7": 1.0,
+    "seta_1e7": 2.0,
+    "imagenet": 0.25,
+    "update_us": 40.0,
+    "bytes_per_sample": 16.0,
+    "e2e_ratio": 0.95,
+    "loader_ratio": 0.97,
+}
+
+
+def run(script: str, args: list[str], pin: str | None) -> tuple[dict[str, Any], str, float]:
+    """Run one script; return its RESULT_JSON, its printed lines and the wall time."""
+    command = [sys.executable, str(HERE / script), *args]
+    if pin is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", pin, *command]
+    shown = " ".join(["python", f"benchmarks/{script}", *args])
+    if command[0] == "taskset":
+        shown = f"taskset -c {pin} {shown}"
+    print(f"$ {shown}", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if pin is not None else dict(os.environ)
+    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        raise RuntimeError(f"{shown} failed:\n{out.stdout}\n{out.stderr}")
+    lines = [x for x in out.stdout.splitlines() if not x.startswith("RESULT_JSON: ")]
+    print("\n".join(lines), flush=True)
+    result = next(
+        json.loads(x[len("RESULT_JSON: ") :])
+        for x in out.stdout.splitlines()
+        if x.startswith("RESULT_JSON: ")
+    )
+    return result, f"$ {shown}\n" + "\n".join(lines), seconds
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def plot(decision: list[dict[str, Any]], memory: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for policy, marker in (("InfoBatch", "o"), ("SeTa", "s")):
+        points = sorted(
+            [(r["n"], r["seconds"]) for r in decision if r["policy"] == policy]
+            + [(r["n"], min(r["decision_s"])) for r in memory if r["policy"] == policy]
+        )
+        ax.loglog(*zip(*points, strict=True), marker=marker, label=policy)
+    ax.plot([1e7], [TARGETS["infobatch_1e7"]], "k_", markersize=18)
+    ax.plot([1e7], [TARGETS["seta_1e7"]], "k_", markersize=18)
+    ax.plot([IMAGENET], [TARGETS["imagenet"]], "k_", markersize=18, label="targets")
+    ax.set_xlabel("samples N")
+    ax.set_ylabel("epoch decision time (s), one core")
+    ax.set_title("Start-of-epoch decision (incl. shuffled index array)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--core", default="1", help="the CPU for single-core benchmarks")
+    parser.add_argument("--tiny", action="store_true", help="smoke-test sizes")
+    args = parser.parse_args(argv)
+    tiny = ["--tiny"] if args.tiny else []
+    pin = args.core
+    started = time.perf_counter()
+    logs = []
+    decision, log, _ = run("bench_decision.py", tiny, pin)
+    logs.append(log)
+    update, log, _ = run("bench_update.py", tiny, pin)
+    logs.append(log)
+    memory, log, _ = run("bench_memory.py", tiny, pin)
+    logs.append(log)
+    sampler, log, _ = run("bench_datapath.py", [*tiny, "--part", "sampler"], pin)
+    logs.append(log)
+    loader, log, _ = run("bench_datapath.py", [*tiny, "--part", "loader"], None)
+    logs.append(log)
+    e2e, log, _ = run("bench_end_to_end.py", tiny, None)
+    logs.append(log)
+    total = time.perf_counter() - started
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    png = args.out.parent / "performance_decision_time.png"
+    has_plot = plot(decision["decision"], memory["memory"], png)
+    m = decision["machine"]
+
+    def seconds(policy: str, n: int) -> float | None:
+        for r in decision["decision"]:
+            if r["policy"] == policy and r["n"] == n:
+                return float(r["seconds"])
+        return None
+
+    worst_update = max(r["us"] for r in update["update"])
+    state = max(r["state_bytes_per_sample"] for r in memory["memory"])
+    summary = []
+    for label, policy, n, target in (
+        ("InfoBatch decision, N = 10,000,000", "InfoBatch", 10_000_000, TARGETS["infobatch_1e7"]),
+        (
+            "SeTa decision (keep 0.9, 10 groups), N = 10,000,000",
+            "SeTa",
+            10_000_000,
+            TARGETS["seta_1e7"],
+        ),
+        ("InfoBatch decision, N = 1,281,167", "InfoBatch", IMAGENET, TARGETS["imagenet"]),
+        ("SeTa decision, N = 1,281,167", "SeTa", IMAGENET, TARGETS["imagenet"]),
+    ):
+        value = seconds(policy, n)
+        if value is not None:
+            summary.append((label, f"<= {target} s", f"{value:.3f} s", verdict(value <= target)))
+    ratios = [q["ratio"] for q in decision["quality"]]
+    if ratios:
+        summary.append(
+            (
+                "1-D grouping within-group SS / scikit-learn KMeans (k-means++)",
+                "<= 1",
+                f"{max(ratios):.4f} (worst of {len(ratios)} data sets)",
+                verdict(max(ratios) <= 1.0),
+            )
+        )
+    summary.append(
+        (
+            "update() per call, batch 256, CPU (worst of BLS/per-sample x routes x epochs)",
+            f"<= {TARGETS['update_us']:.0f} us",
+            f"{worst_update:.1f} us",
+            verdict(worst_update <= TARGETS["update_us"]),
+        )
+    )
+    summary.append(
+        (
+            "host-device synchronisations in update()",
+            "none",
+            "none (tests/test_no_sync.py: host reads raise; meta-device run)",
+            "yes",
+        )
+    )
+    summary.append(
+        (
+            "handler state per sample (scores + weights + plan)",
+            f"<= {TARGETS['bytes_per_sample']:.0f} B",
+            f"{state:.2f} B",
+            verdict(state <= TARGETS["bytes_per_sample"]),
+        )
+    )
+    for r in memory["memory"]:
+        summary.append(
+            (
+                f"{r['policy']} at N = {r['n']:,d}: fits and decides",
+                "fits",
+                f"{min(r['decision_s']):.2f} s, peak RSS {r['peak_rss_mib'] / 1024:.2f} GiB",
+                "yes",
+            )
+        )
+    summary.append(
+        (
+            "end to end: measured saving / ideal saving (InfoBatch 0.5, num_workers=2)",
+            f">= {TARGETS['e2e_ratio']}",
+            f"{e2e['ratio']:.3f}",
+            verdict(e2e["ratio"] >= 0.95),
+        )
+    )
+    lr = loader["loader"]["ratio"]
+    summary.append(
+        (
+            "pruned loader samples/s / plain loader over the same indices (num_workers=2)",
+            f">= {TARGETS['loader_ratio']}",
+            f"{lr:.3f}",
+            verdict(lr >= TARGETS["loader_ratio"]),
+        )
+    )
+
+    md: list[str] = []
+    add = md.append
+    add("# Performance")
+    add("")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    add(
+        "Written by `python benchmarks/run_all.py` (this exact command reproduces it; the suite "
+        f"took {total / 60:.1f} min). Generated {stamp} UTC."
+    )
+    add("")
+    add(
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; Python {m['python']}, "
+        f"torch {m['torch']}, NumPy {m['numpy']}. Single-core figures ran under `taskset -c "
+        f"{pin}` with one torch thread; the end-to-end and DataLoader figures use two loader "
+        "workers and every core. Timings are medians of repeated runs (`time.perf_counter`). "
+        "The machine is shared and virtualised, so expect a few percent of noise."
+    )
+    if args.tiny:
+        add("")
+        add("**Smoke-test sizes (`--tiny`): these numbers do not measure the targets.**")
+    add("")
+    add("## Summary against the targets")
+    add("")
+    add("| target | bound | measured | met |")
+    add("|---|---|---|---|")
+    for row in summary:
+        add("| " + " | ".join(row) + " |")
+    add("")
+    add("## Epoch decision time")
+    add("")
+    add(
+        "`sampler.set_epoch(e)` followed by `iter(sampler)`: reading the scores, the policy, the "
+        "weights, the shuffled index array and handing it to the iterator. Loss-like (gamma) "
+        "scores; InfoBatch prune ratio 0.5; SeTa prune ratio 0.1 (keep 0.9), 10 groups, window "
+        "0.5. One core."
+    )
+    add("")
+    add("| N | InfoBatch (s) | kept | SeTa (s) | kept |")
+    add("|---:|---:|---:|---:|---:|")
+    sizes = sorted({r["n"] for r in decision["decision"]})
+    by = {(r["policy"], r["n"]): r for r in decision["decision"]}
+    for n in sizes:
+        i, s = by[("InfoBatch", n)], by[("SeTa", n)]
+        add(
+            f"| {n:,d} | {i['seconds']:.4f} | {i['kept']:,d} | {s['seconds']:.4f} | "
+            f"{s['kept']:,d} |"
+        )
+    for r in memory["memory"]:
+        add(
+            f"| {r['n']:,d} ({r['policy']}, fresh process) | "
+            + (
+                f"{min(r['decision_s']):.2f} | {r['kept']:,d} | | |"
+                if r["policy"] == "InfoBatch"
+                else f" | | {min(r['decision_s']):.2f} | {r['kept']:,d} |"
+            )
+        )
+    add("")
+    if has_plot:
+        add(f"![decision time against N]({png.name})")
+        add("")
+    if decision["quality"]:
+        add("### 1-D grouping quality (SeTa)")
+        add("")
+        add(
+            "Within-group sum of squares, k = 10, of `bls.kmeans1d.kmeans_1d` against "
+            "scikit-learn's `KMeans(init='k-means++', n_init=1, random_state=0)` on the same "
+            "values; the exact optimum by dynamic programming where the data is small. "
+            "scikit-learn is used by the benchmark only; the library does not depend on it."
+        )
+        add("")
+        add(
+            "| data | n | bls (s) | scikit-learn (s) | bls SS | scikit-learn SS | ratio | exact SS |"
+        )
+        add("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for q in decision["quality"]:
+            exact = f"{q['exact']:.6g}" if "exact" in q else ""
+            add(
+                f"| {q['data']} | {q['n']:,d} | {q['ours_s']:.2f} | {q['sklearn_s']:.2f} | "
+                f"{q['ours']:.6g} | {q['sklearn']:.6g} | {q['ratio']:.6f} | {exact} |"
+            )
+        add("")
+    add("## update() per call")
+    add("")
+    add(
+        f"CPU, batch {update['batch']}, N = {update['n']:,d}, InfoBatch (prune 0.5). Epoch 0 "
+        "keeps every weight at 1, so the weight lookup is skipped; epoch 1 up-weights part of "
+        "the data, so it runs. Only the `update()` call is timed; the loss comes from a linear "
+        "model with autograd. One core."
+    )
+    add("")
+    add("| scoring | route | epoch | weights | us / call (median) |")
+    add("|---|---|---:|---|---:|")
+    for r in update["update"]:
+        add(
+            f"| {r['mode']} | {r['route']} | {r['epoch']} | "
+            f"{'looked up' if r['weighted'] else 'all 1 (skipped)'} | {r['us']:.1f} |"
+        )
+    add(f"| bare `loss.mean()` with autograd | | | | {update['bare_mean_us']:.1f} |")
+    add("")
+    add(
+        "No host-device synchronisation: `tests/test_no_sync.py` makes `.item()`, `.cpu()`, "
+        "`.tolist()`, `.numpy()` and `bool/int/float/index` conversions raise inside `update()` "
+        "(BLS and per-sample, order route and explicit indices, InfoBatch and SeTa), and runs "
+        "`update()` on `meta` tensors, which have no values to read. On a GPU, "
+        "`benchmarks/gpu_resnet18.py` runs every `update()` under "
+        '`torch.cuda.set_sync_debug_mode("error")`.'
+    )
+    add("")
+    add("## Memory")
+    add("")
+    add(
+        "A fresh process per policy builds the handler over an index-only data set, fills "
+        "the scores and decides two pruning epochs. State = scores (float32) + weights "
+        "(float32) + the epoch's index plan (int32 below 2**31 samples). Peak RSS from "
+        "`resource.getrusage`; 'before' is the interpreter with torch imported."
+    )
+    add("")
+    add(
+        "| policy | N | state B/sample | plan dtype | decision (s), epochs 1 and 2 | "
+        "RSS before (MiB) | peak RSS (MiB) | peak extra B/sample |"
+    )
+    add("|---|---:|---:|---|---|---:|---:|---:|")
+    for r in memory["memory"]:
+        add(
+            f"| {r['policy']} | {r['n']:,d} | {r['state_bytes_per_sample']:.2f} | "
+            f"{r['plan_dtype']} | {r['decision_s'][0]:.2f}, {r['decision_s'][1]:.2f} | "
+            f"{r['rss_before_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+            f"{r['peak_extra_bytes_per_sample']:.1f} |"
+        )
+    add("")
+    add("## End to end")
+    add("")
+    c = e2e["config"]
+    add(
+        f"A small CNN (two 3x3 conv + BN layers, 8x8 RGB images, N = {c['n']:,d}), SGD, batch "
+        f"{c['batch']}, {c['epochs']} epochs, `num_workers={c['workers']}` with persistent "
+        "workers, one torch thread in the main process. Full and InfoBatch(prune 0.5, delta "
+        "0.875, per-sample losses) run the same loop; runs alternate and each keeps its median "
+        f"of {c['repeats']}."
+    )
+    add("")
+    t = e2e["seconds"]
+    add("| loop | seconds |")
+    add("|---|---:|")
+    add(f"| plain `DataLoader(shuffle=True)`, no handler | {t['plain']:.2f} |")
+    add(f"| `bls.Full` | {t['Full']:.2f} |")
+    add(f"| `bls.InfoBatch(prune_ratio=0.5)` | {t['InfoBatch']:.2f} |")
+    add("")
+    add(
+        f"Kept per epoch: {e2e['kept']}. Ideal saving `1 - sum(kept) / (N * E)` = "
+        f"{e2e['ideal_saving']:.4f}; measured saving `1 - t_InfoBatch / t_Full` = "
+        f"{e2e['measured_saving']:.4f}; ratio **{e2e['ratio']:.3f}**. `bls.Full` against the "
+        f"plain loader: {e2e['full_vs_plain']:+.1%}. All runs (s): {e2e['runs']}."
+    )
+    add("")
+    add("## Data path")
+    add("")
+    s = sampler["sampler"]
+    add(
+        f"The sampler keeps the epoch as a NumPy index array and the iterator converts it to "
+        f"`int` in fixed-size chunks (never a per-epoch Python list). Iterating one epoch, "
+        f"N = {sampler['config']['sampler_n']:,d}, one core: bls "
+        f"{s['bls'] / 1e6:.2f} M indices/s; `RandomSampler` {s['RandomSampler'] / 1e6:.2f} M/s; "
+        f"`SubsetRandomSampler` (list of ints) {s['SubsetRandomSampler'] / 1e6:.2f} M/s."
+    )
+    add("")
+    lc = loader["config"]
+    rate = loader["loader"]["samples_per_s"]
+    add(
+        f"Through a `DataLoader` (uint8 3x32x32 images converted and flipped per item, batch "
+        f"{lc['batch']}, `num_workers={lc['workers']}`, persistent workers, N = "
+        f"{lc['loader_n']:,d}, InfoBatch pruning epoch keeping {loader['loader']['kept']:,d}), "
+        f"median of {lc['epochs']} alternating epochs:"
+    )
+    add("")
+    add("| loader | samples/s |")
+    add("|---|---:|")
+    add(f"| `DataLoader(handler, sampler=handler.sampler)` | {rate['pruned']:,.0f} |")
+    add(f"| `DataLoader(data, sampler=SubsetRandomSampler(kept))` | {rate['plain']:,.0f} |")
+    add(f"| ratio | **{loader['loader']['ratio']:.3f}** |")
+    add("")
+    add("## GPU")
+    add("")
+    add(
+        "`python benchmarks/gpu_resnet18.py` trains a CIFAR-style ResNet-18 (pure torch, in the "
+        "script) on random 32x32 data held on the GPU: Full, InfoBatch (per-sample) and "
+        "BLS+InfoBatch, reporting steps/s, the saving ratio and whether any `update()` "
+        'synchronised (`torch.cuda.set_sync_debug_mode("error")` around every call). It is '
+        "sized for well under 5 minutes on one H200. No GPU was available when this file was "
+        "written, so it has no GPU figures yet; its CPU fallback runs in "
+        "`tests/test_benchmarks_smoke.py`."
+    )
+    add("")
+    add("## Raw output")
+    add("")
+    add("```text")
+    add("\n\n".join(logs))
+    add("```")
+    args.out.write_text("\n".join(md) + "\n")
+    print(f"wrote {args.out} and {png.name} in {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
