@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bls import BLS, InfoBatch
 from bls.diagnostics import (
     ScoreTracker,
+    hard_recall,
     per_sample_losses,
     prune_overlap,
     random_overlap,
@@ -96,6 +97,18 @@ def test_prune_overlap_rejects_bad_input() -> None:
         prune_overlap([1.0, 2.0], [1.0], 0.5)
 
 
+def test_hard_recall_counts_the_shared_hardest_samples() -> None:
+    losses = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # hardest 2: {9, 8}
+    assert hard_recall([0, 0, 0, 0, 0, 0, 0, 0, 5, 6], losses, 0.2) == 1.0
+    assert hard_recall([0, 0, 0, 0, 0, 0, 0, 0, 5, -1], losses, 0.2) == 0.5  # top 2: {8, 0}
+    assert hard_recall([-v for v in losses], losses, 0.2) == 0.0
+    assert hard_recall(losses, losses, 0.01) == 1.0  # k is at least 1
+    with pytest.raises(ValueError, match="fraction"):
+        hard_recall(losses, losses, 0.0)
+    with pytest.raises(ValueError, match="losses: expected the same length"):
+        hard_recall(losses, losses[:3], 0.2)
+
+
 def _toy_problem() -> tuple[TensorDataset, torch.nn.Module]:
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(50, 4, generator=generator)
@@ -114,13 +127,13 @@ def test_per_sample_losses_equals_a_direct_forward_pass_and_keeps_state() -> Non
     model.train()
     torch_state, numpy_state, random_state = (
         torch.get_rng_state(),
-        np.random.get_state(),  # noqa: NPY002 (checks the global state is untouched)
+        np.random.get_state(),
         random.getstate(),
     )
     losses = per_sample_losses(model, dataset, batch_size=7)
     assert model.training  # mode restored
     assert torch.equal(torch.get_rng_state(), torch_state)
-    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()  # noqa: NPY002
+    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()
     assert random.getstate() == random_state
     model.eval()
     inputs, targets = dataset.tensors
@@ -156,6 +169,7 @@ def test_score_tracker_records_every_epoch_against_true_losses() -> None:
     last = tracker.records[-1]
     assert last.spearman == pytest.approx(spearmanr(handler.scores, true_losses).statistic)
     assert last.overlap[0.5] == prune_overlap(handler.scores, true_losses, 0.5)
+    assert last.hard_recall == hard_recall(handler.scores, true_losses, 0.1)
     assert last.kept == handler.history[-1]["kept"]
     assert last.mean_loss == pytest.approx(float(true_losses.mean()))
     assert tracker.mean_spearman(first_epoch=2) == pytest.approx(last.spearman)

@@ -10,6 +10,7 @@ losses. This module measures the claim on any model and data set:
   as ``scipy.stats.spearmanr`` does; no scipy needed).
 - :func:`prune_overlap`: the Jaccard overlap of the sets two score vectors would prune (the
   ``floor(prune_ratio * N)`` lowest-scored samples of each).
+- :func:`hard_recall`: how many of the truly hardest samples the scores rank hardest.
 - :class:`ScoreTracker`: an epoch-end callback that records all of the above for a handler.
 
 Everything here reads the model and the handler; nothing changes their state (the model's
@@ -41,6 +42,7 @@ from bls._checks import check_fraction, check_int
 __all__ = [
     "EpochDiagnostics",
     "ScoreTracker",
+    "hard_recall",
     "per_sample_losses",
     "prune_overlap",
     "random_overlap",
@@ -154,6 +156,38 @@ def prune_overlap(scores_a: ArrayLike, scores_b: ArrayLike, prune_ratio: float) 
     return float((pruned_a & pruned_b).sum() / (pruned_a | pruned_b).sum())
 
 
+def hard_recall(scores: ArrayLike, losses: ArrayLike, fraction: float = 0.1) -> float:
+    """Share of the hardest samples that the scores also rank among the hardest.
+
+    With ``k = max(1, floor(fraction * N))``: of the ``k`` samples with the highest true
+    ``losses``, the share that are also among the ``k`` highest ``scores`` (ties broken by
+    index). Pruning policies must keep these samples, so this is the part of the ranking that
+    matters most; chance level is ``fraction``.
+
+    Args:
+        scores: 1-D scores, length ``N``.
+        losses: 1-D true per-sample losses, length ``N``.
+        fraction: share of samples counted as hardest, ``(0, 1)``.
+
+    Returns:
+        A float in ``[0, 1]``.
+    """
+    first = _as_vector("scores", scores)
+    second = _as_vector("losses", losses)
+    if first.shape != second.shape:
+        raise ValueError(
+            f"losses: expected the same length as scores ({first.shape[0]}), got {second.shape[0]}"
+        )
+    share = check_fraction("fraction", fraction, upper_inclusive=False)
+    if share == 0.0:
+        raise ValueError("fraction: expected a number in (0, 1), got 0.0")
+    count = max(1, math.floor(share * first.shape[0]))
+    # the highest k of x are the lowest k of -x
+    top_scores = set(_lowest(-first, count).tolist())
+    top_losses = _lowest(-second, count)
+    return sum(int(i) in top_scores for i in top_losses) / count
+
+
 def random_overlap(prune_ratio: float) -> float:
     """Expected :func:`prune_overlap` of two unrelated score vectors (large ``N``).
 
@@ -236,6 +270,7 @@ class EpochDiagnostics:
         epoch: the epoch that just ended (0-based).
         spearman: rank correlation of ``handler.scores`` with the true losses.
         overlap: ``{prune_ratio: Jaccard}`` of the lowest-scored sets (:func:`prune_overlap`).
+        hard_recall: share of the 10% highest-loss samples among the 10% highest scores.
         kept: samples the epoch trained on.
         mean_loss: mean true loss over the data set.
     """
@@ -243,6 +278,7 @@ class EpochDiagnostics:
     epoch: int
     spearman: float
     overlap: dict[float, float]
+    hard_recall: float
     kept: int
     mean_loss: float
 
@@ -283,6 +319,7 @@ class ScoreTracker:
             epoch=int(epoch),
             spearman=spearman(scores, true_losses),
             overlap={r: prune_overlap(scores, true_losses, r) for r in self.prune_ratios},
+            hard_recall=hard_recall(scores, true_losses, 0.1),
             kept=int(kept),
             mean_loss=float(true_losses.mean()),
         )
