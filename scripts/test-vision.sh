@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Tests that need torchvision and timm (the ImageNet example). torchvision does not import beside
+# the torch 2.13.0 CPU wheel, so they run in their own environment with torch 2.14.1 +
+# torchvision 0.29.1 (both from the local wheel store; about 2 minutes and 5.5 GB the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv-vision/bin/python ]; then
+  python3 -m venv .venv-vision
+fi
+.venv-vision/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" timm
+.venv-vision/bin/python -m pip install -q -e ".[dev,examples]"
+.venv-vision/bin/python -m pytest -q -m vision "$@"
