@@ -30,9 +30,17 @@ def gather_equal(tensor: torch.Tensor) -> torch.Tensor:
     _, world_size = rank_and_world_size()
     if world_size == 1:
         return tensor.unsqueeze(0)
-    gathered = torch.empty((world_size, *tensor.shape), dtype=tensor.dtype, device=tensor.device)
-    dist.all_gather_into_tensor(gathered, tensor.contiguous())
-    return gathered
+    # The concatenated (flat) output form: gloo rejects the stacked ``(world_size, ...)`` form
+    # that nccl accepts, and both accept a flat buffer of ``world_size * numel`` elements.
+    flat = torch.empty(world_size * tensor.numel(), dtype=tensor.dtype, device=tensor.device)
+    _all_gather_single(flat, tensor.reshape(-1).contiguous())
+    return flat.view(world_size, *tensor.shape)
+
+
+def _all_gather_single(output: torch.Tensor, tensor: torch.Tensor) -> None:
+    # torch 2.13 renamed all_gather_into_tensor (now a deprecated alias) to all_gather_single.
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(output, tensor)
 
 
 def gather_uneven(tensor: torch.Tensor) -> list[torch.Tensor]:
