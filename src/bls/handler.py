@@ -464,6 +464,11 @@ class PruningDataset(Dataset[Any]):
         ``update()``; the resumed run then decides the following epochs exactly as the
         uninterrupted run.
         """
+        history = [dict(record) for record in self.history]
+        if self._iterator is not None and history and "updates" not in history[-1]:
+            # A resumed run never closes this epoch: store what closing it records, so the
+            # resumed history equals the uninterrupted run's.
+            history[-1].update(updates=self._updates, nonfinite=int(self._nonfinite))
         return {
             "format": 1,
             "policy": self.policy.name,
@@ -475,7 +480,7 @@ class PruningDataset(Dataset[Any]):
             "scores": self.scores.detach().cpu().clone(),
             "weights": self.weights.detach().cpu().clone(),
             "batch_size": -1 if self._batch_size is None else self._batch_size,
-            "history": [dict(record) for record in self.history],
+            "history": history,
             "warned_nonfinite": self._warned_nonfinite,
         }
 
