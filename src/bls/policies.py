@@ -225,11 +225,28 @@ def _group_by_score(
         labels = (np.arange(subset_scores.size) * groups) // subset_scores.size
         return labels, np.full(groups, float(subset_scores[0]))
     grouping = kmeans_1d(subset_scores, groups, seed=epoch)
-    labels = np.searchsorted(grouping.thresholds, subset_scores, side="right")
+    labels = _bucketize(subset_scores, grouping.thresholds)
     occupied = grouping.sizes > 0
     if not occupied.all():  # renumber the non-empty groups 0, 1, ... in the same order
         labels = (np.cumsum(occupied) - 1)[labels]
     return labels, grouping.centers[occupied]
+
+
+def _bucketize(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``searchsorted(thresholds, values, side="right")``: how many thresholds are ``<= v``.
+
+    For the few thresholds of a grouping, one vectorised comparison per threshold is several
+    times faster than ``searchsorted`` over millions of float32 values against float64
+    thresholds (which converts and binary-searches value by value); the comparisons are made
+    in float64, so the labels are identical.
+    """
+    if thresholds.size > 64:
+        return np.searchsorted(thresholds, values, side="right")
+    wide = values.astype(np.float64, copy=False)
+    labels: np.ndarray = np.zeros(values.size, dtype=np.int8)
+    for threshold in thresholds:
+        np.add(labels, wide >= threshold, out=labels)
+    return labels
 
 
 def _at_least_one(indices: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
