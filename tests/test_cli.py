@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -85,11 +86,15 @@ def test_demo_small_budget_end_to_end(tmp_path: Path) -> None:
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
 
 
-def test_module_entry_point_reports_version() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bls", "--version"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0 and done.stdout.startswith("bls-prune ")
+def test_module_entry_point_reports_version(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ``python -m bls`` runs bls/__main__.py; run it in-process to skip a second interpreter.
+    monkeypatch.setattr(sys, "argv", ["bls", "--version"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("bls", run_name="__main__")
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("bls-prune ")
 
 
 def _check_train_result(out: Path, method: str, epochs: int) -> dict[str, object]:

@@ -243,7 +243,9 @@ def train(
         The run's :class:`RunResult`.
     """
     device = torch.device(device)
-    rng_devices = [device] if device.type == "cuda" else []
+    rng_devices: list[int] = []
+    if device.type == "cuda":
+        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=rng_devices, device_type=device.type):
         # Everything that draws from torch's global generator (initialisation, dropout) sees
         # a generator seeded from cfg.seed; the caller's state is restored on exit.
