@@ -375,3 +375,21 @@ def test_set_epoch_twice_decides_once() -> None:
     assert [r["epoch"] for r in handler.history] == [0, 1]
     handler.end_epoch()
     assert handler.history[1]["updates"] == math.ceil(handler.history[1]["kept"] / 8)
+
+
+def test_len_after_set_epoch_counts_the_trim() -> None:
+    # 41 samples, batch 8: a pruned epoch of 25 would end in a batch of one and is trimmed;
+    # len(loader) announced before iterating must match what the epoch yields.
+    handler = BLS(InfoBatch(IndexedDataset(41), num_epochs=4), alpha=0.5).proxy()
+    loader = DataLoader(handler, sampler=handler.sampler, batch_size=8)
+    for epoch in range(3):
+        handler.sampler.set_epoch(epoch)
+        announced = len(loader), len(handler.sampler)
+        batches = 0
+        yielded = 0
+        for _, index in loader:
+            handler.update(sample_loss(index.double(), epoch).float().mean())
+            batches += 1
+            yielded += len(index)
+        assert announced == (batches, yielded)
+        assert yielded % 8 != 1 or yielded == 41  # full epochs stay as they are

@@ -64,11 +64,11 @@ class PruningDataset(Dataset[Any]):
     """
 
     # Per-epoch runtime, set by _reset_epoch_runtime.
-    _plan: np.ndarray | None  # the current epoch's global plan
-    _plan_final: bool  # DDP divisibility and the batch-of-one trim applied
+    _decided: np.ndarray | None  # the current epoch's plan as the policy decided it
+    _plan: np.ndarray | None  # ... made divisible by ranks and trimmed (see _finalize_plan)
+    _plan_key: tuple[Any, ...] | None  # the loader layout _plan was finalised for
     _iterator: _EpochIterator | None
     _indices_on_device: torch.Tensor | None  # the plan as (positions, ranks), on the loss device
-    _loader: LoaderInfo
     _updates: int
     _unit_weights: bool
     _nonfinite: torch.Tensor
@@ -103,6 +103,7 @@ class PruningDataset(Dataset[Any]):
         self.sampler = PruningSampler(self)
         self._epoch = -1  # the last epoch whose plan was decided
         self._batch_size: int | None = None  # read from the loader, kept across epochs
+        self._loader = LoaderInfo()  # the last loader that iterated the sampler
         self._warned_nonfinite = False
         self._reset_epoch_runtime()
 
@@ -293,11 +294,11 @@ class PruningDataset(Dataset[Any]):
 
     # ------------------------------------------------------------------ epochs
     def _reset_epoch_runtime(self) -> None:
+        self._decided = None
         self._plan = None
-        self._plan_final = False
+        self._plan_key = None
         self._iterator = None
         self._indices_on_device = None
-        self._loader = LoaderInfo()
         self._updates = 0
         self._unit_weights = True
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.scores.device)
@@ -305,7 +306,7 @@ class PruningDataset(Dataset[Any]):
 
     def _set_epoch(self, epoch: int) -> None:
         epoch = check_int("epoch", epoch, 0)
-        if epoch == self._epoch and self._plan is not None:
+        if epoch == self._epoch and self._decided is not None:
             # Decided already. Frameworks call set_epoch more than once per epoch (the trainer
             # and the loader wrapper), sometimes after iteration began: never decide twice.
             return
@@ -320,21 +321,20 @@ class PruningDataset(Dataset[Any]):
                 "out of sampler order and losses could reach the wrong samples; use "
                 "in_order=True (the default)"
             )
-        if self._plan is None or self._iterator is not None:
+        if self._decided is None or self._iterator is not None:
             self._close_epoch()
             self._decide(self._epoch + 1)
         self._loader = loader
         if loader.batch_size is not None:
             self._batch_size = loader.batch_size
-        self._finalize_plan()
-        assert self._plan is not None
+        plan = self._finalize_plan()
         rank, world_size = self._rank, self._world_size = rank_and_world_size()
         if loader.sharded_by_framework or world_size == 1:
-            shard = self._plan
-            table = self._plan.reshape(-1, 1)
+            shard = plan
+            table = plan.reshape(-1, 1)
         else:
-            shard = self._plan[rank::world_size]
-            table = self._plan.reshape(-1, world_size)
+            shard = plan[rank::world_size]
+            table = plan.reshape(-1, world_size)
         self._indices_on_device = torch.from_numpy(table).to(self.scores.device, non_blocking=True)
         self._iterator = _EpochIterator(shard)
         self._updates = 0
@@ -360,7 +360,7 @@ class PruningDataset(Dataset[Any]):
         self.weights = weights.to(self.scores.device)
         self._unit_weights = not (plan.upweighted.size and plan.up_weight != 1.0)
         self._epoch = epoch
-        self._plan = indices
+        self._decided = indices
         self.history = [r for r in self.history if r["epoch"] != epoch]
         self.history.append(
             {
@@ -375,14 +375,19 @@ class PruningDataset(Dataset[Any]):
         )
         logger.debug("epoch %d: kept %d of %d", epoch, indices.size, self.num_samples)
 
-    def _finalize_plan(self) -> None:
-        """Make the plan shard evenly over ranks and never end in a batch of one sample."""
-        if self._plan_final:
-            return
-        assert self._plan is not None
-        plan = self._plan
+    def _finalize_plan(self) -> np.ndarray:
+        """The decided plan, made to shard evenly over ranks and never end in a batch of one.
+
+        Depends on the loader (batch size, ``drop_last``, who shards) and the world size, so
+        it is recomputed when those differ from the last time; ``kept`` follows it.
+        """
+        assert self._decided is not None
         _, world_size = rank_and_world_size()
         ranks = 1 if self._loader.sharded_by_framework else world_size
+        key = (ranks, self._batch_size, self._loader.drop_last)
+        if self._plan is not None and self._plan_key == key:
+            return self._plan
+        plan = self._decided
         pruned = plan.size < self.num_samples
         if plan.size % ranks:
             if pruned:
@@ -399,10 +404,10 @@ class PruningDataset(Dataset[Any]):
             and plan.size > ranks
         ):
             plan = plan[: plan.size - ranks]  # BatchNorm cannot train on a final batch of one
-        self._plan = plan
-        self._plan_final = True
+        self._plan, self._plan_key = plan, key
         kept = int(min(plan.size, self.num_samples))
         self.history[-1].update(kept=kept, pruned=self.num_samples - kept)
+        return plan
 
     def _expected_batches(self) -> int:
         if self._iterator is None or not self._batch_size:
@@ -450,11 +455,20 @@ class PruningDataset(Dataset[Any]):
             )
 
     def _rank_length(self) -> int:
-        _, world_size = rank_and_world_size()
+        """Indices this rank yields in the current epoch (``ceil(N / world)`` before one)."""
         if self._iterator is not None:
             return int(self._iterator.shard.size)
-        size = self.num_samples if self._plan is None else self._plan.size
-        return math.ceil(size / world_size)
+        _, world_size = rank_and_world_size()
+        if self._decided is None:
+            return math.ceil(self.num_samples / world_size)
+        ranks = 1 if self._loader.sharded_by_framework else world_size
+        return self._finalize_plan().size // ranks
+
+    def _global_length(self) -> int:
+        """Indices the current epoch yields over all ranks (N before the first epoch)."""
+        if self._decided is None:
+            return self.num_samples
+        return int(self._finalize_plan().size)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

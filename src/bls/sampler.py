@@ -123,10 +123,7 @@ class PruningSampler(DistributedSampler[int]):
         if _measured_by_framework_shard():
             # Accelerate's BatchSamplerShard sizes its shards from the global plan, which is
             # also what this sampler yields under it (see LoaderInfo.sharded_by_framework).
-            handler = self._handler
-            if handler._iterator is not None:
-                return int(handler._iterator.shard.size)
-            return handler.num_samples if handler._plan is None else int(handler._plan.size)
+            return self._handler._global_length()
         return self._handler._rank_length()
 
     # What DistributedSampler's constructor would have set, derived instead of stored: the
