@@ -55,6 +55,37 @@ def decision_time(policy: str, n: int, repeats: int) -> dict[str, Any]:
     return {"policy": policy, "n": n, "seconds": median, "all": times, "kept": kept}
 
 
+def hot_spots(policy: str, n: int, top: int = 6) -> list[dict[str, Any]]:
+    """The functions that take the decision's time at ``n`` (cProfile, own time)."""
+    import cProfile
+    import pstats
+
+    data = IndexDataset(n)
+    if policy == "InfoBatch":
+        handler: Any = InfoBatch(data, num_epochs=1000, prune_ratio=0.5)
+    else:
+        handler = SeTa(data, num_epochs=1000, prune_ratio=0.1, num_group=10, window_scale=0.5)
+    handler.scores.copy_(loss_like_scores(n, seed=1))
+    profile = cProfile.Profile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handler.sampler.set_epoch(1)
+        iter(handler.sampler)
+        profile.enable()
+        handler.sampler.set_epoch(2)
+        iter(handler.sampler)
+        profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    rows = sorted(
+        (
+            {"function": f"{Path(file).name}:{line}({name})", "calls": calls, "seconds": own}
+            for (file, line, name), (_, calls, own, _, _) in stats.items()
+        ),
+        key=lambda r: -r["seconds"],
+    )
+    return rows[:top]
+
+
 def exact_inertia(values: np.ndarray, k: int) -> float:
     """The exact 1-D k-means optimum by dynamic programming over the sorted values."""
     x = np.sort(values.astype(np.float64))
@@ -133,6 +164,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r = decision_time(policy, n, repeats)
             results.append(r)
             print(f"decision {policy:9s} N={n:>11,d}: {r['seconds']:.4f} s median ({repeats} runs)")
+    spots = {}
+    for policy in ("InfoBatch", "SeTa"):
+        spots[policy] = hot_spots(policy, max(sizes))
+        listed = ", ".join(
+            f"{r['function']} {r['seconds']:.3f} s ({r['calls']} calls)" for r in spots[policy]
+        )
+        print(f"hot spots {policy} N={max(sizes):,d} (own time): {listed}")
     quality_sizes = (
         {"large": 5_000, "small": 300}
         if args.tiny
@@ -146,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"({q['ours_s']:.2f} s), sklearn KMeans {q['sklearn']:.6g} ({q['sklearn_s']:.2f} s), "
             f"ratio {q['ratio']:.6f}{exact}"
         )
-    result = {"machine": info, "decision": results, "quality": quality}
+    result = {"machine": info, "decision": results, "quality": quality, "hot_spots": spots}
     emit(result)
     return result
 

@@ -268,6 +268,21 @@ def main(argv: list[str] | None = None) -> None:
     if has_plot:
         add(f"![decision time against N]({png.name})")
         add("")
+    if decision.get("hot_spots"):
+        biggest = max(r["n"] for r in decision["decision"])
+        add(f"### Where the time goes at N = {biggest:,d}")
+        add("")
+        add(
+            "cProfile own time of one decision (Cython/NumPy calls made inside a Python "
+            "function, such as `Generator.permutation` inside `plan`, count towards it)."
+        )
+        add("")
+        add("| policy | function | calls | seconds |")
+        add("|---|---|---:|---:|")
+        for policy, rows in decision["hot_spots"].items():
+            for r in rows:
+                add(f"| {policy} | `{r['function']}` | {r['calls']} | {r['seconds']:.3f} |")
+        add("")
     if decision["quality"]:
         add("### 1-D grouping quality (SeTa)")
         add("")
@@ -279,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         add("")
         add(
-            "| data | n | bls (s) | scikit-learn (s) | bls SS | scikit-learn SS | ratio | exact SS |"
+            "| data | n | bls (s) | scikit-learn (s) | bls SS | scikit-learn SS | ratio "
+            "| exact SS |"
         )
         add("|---|---:|---:|---:|---:|---:|---:|---:|")
         for q in decision["quality"]:
