@@ -8,9 +8,10 @@ Two measurements:
   ``SubsetRandomSampler`` over the same number of indices;
 * the loader: samples per second through ``DataLoader(handler, sampler=handler.sampler,
   num_workers=2)`` in a pruning epoch against a plain ``DataLoader(data,
-  sampler=SubsetRandomSampler(kept), num_workers=2)`` over exactly the indices the pruned epoch
-  kept. Items are uint8 32x32 RGB images converted to float with a random flip (real per-item
-  work in the workers). Epochs alternate between the two; each keeps its median.
+  sampler=SubsetRandomSampler(kept), num_workers=2)`` over the indices a pruned epoch kept (the
+  items carry their index, ``return_indices=True``). Items are uint8 32x32 RGB images converted
+  to float with a flip (real per-item work in the workers). Which loader goes first alternates
+  from epoch to epoch; each keeps its median.
 
 Run: ``python benchmarks/bench_datapath.py`` (``--tiny`` for a smoke run). The sampler part
 runs on one core (``taskset`` by ``run_all.py``); the loader part uses two workers.
@@ -85,7 +86,8 @@ def sampler_rate(n: int, repeats: int) -> dict[str, float]:
 def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]:
     """Samples per second through the pruned loader and a plain one over the same indices."""
     data = Uint8Images(n)
-    handler = InfoBatch(data, num_epochs=1000, prune_ratio=0.5)
+    # Items carry their index, so each pruned epoch's kept indices are known exactly.
+    handler = InfoBatch(data, num_epochs=1000, prune_ratio=0.5, return_indices=True)
     handler.scores.copy_(loss_like_scores(n, seed=4))
     pruned = DataLoader(
         handler,
@@ -94,7 +96,7 @@ def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]
         num_workers=workers,
         persistent_workers=workers > 0,
     )
-    # The plain loader keeps its workers too; its sampler gets each epoch's kept indices.
+    # The plain loader keeps its workers too; its sampler gets a pruned epoch's kept indices.
     subset = SubsetRandomSampler([0])
     plain = DataLoader(
         data,
@@ -104,33 +106,50 @@ def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]
         persistent_workers=workers > 0,
     )
     rates: dict[str, list[float]] = {"pruned": [], "plain": []}
+
+    def rate(loader: DataLoader[Any], collect: list[torch.Tensor] | None) -> float:
+        iterator = iter(loader)  # worker start-up is not part of the data rate
+        first = next(iterator)
+        if collect is not None:
+            collect.append(first[2])
+        seen = 0
+        start = time.perf_counter()
+        for item in iterator:
+            seen += len(item[1])
+            if collect is not None:
+                collect.append(item[2])
+        return seen / (time.perf_counter() - start)
+
+    kept: list[int] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no update() calls: only the data path is measured
         for epoch in range(1, epochs + 2):  # epoch 1 warms both loaders' workers up
             handler.sampler.set_epoch(epoch)
-            kept = handler._plan  # the indices this pruned epoch visits
-            assert kept is not None
-            subset.indices = kept.tolist()  # Python ints, as a user would pass them
-            order = (("pruned", pruned), ("plain", plain))
-            for name, loader in order if epoch % 2 else order[::-1]:
-                iterator = iter(loader)  # worker start-up is not part of the data rate
-                first = next(iterator)
-                seen = len(first[1])
-                start = time.perf_counter()
-                for _, targets in iterator:
-                    seen += len(targets)
-                seconds = time.perf_counter() - start
-                if epoch > 1:
-                    rates[name].append((seen - len(first[1])) / seconds)
-                assert seen == kept.size, (name, seen, kept.size)
-                del iterator
+            # Alternate which loader goes first; the plain one always reads the indices of the
+            # latest pruned epoch (the one just run, or the previous one).
+            if epoch % 2:
+                collected: list[torch.Tensor] = []
+                pruned_rate = rate(pruned, collected)
+                kept = torch.cat(collected).tolist()
+                subset.indices = kept  # Python ints, as a user would pass them
+                plain_rate = rate(plain, None)
+            else:
+                plain_rate = rate(plain, None)
+                collected = []
+                pruned_rate = rate(pruned, collected)
+                kept = torch.cat(collected).tolist()
+                subset.indices = kept
+            assert len(set(kept)) == len(kept) < n  # a pruned epoch, no repeats
+            if epoch > 1:
+                rates["pruned"].append(pruned_rate)
+                rates["plain"].append(plain_rate)
     del pruned, plain
     medians = {name: statistics.median(values) for name, values in rates.items()}
     return {
         "samples_per_s": medians,
         "ratio": medians["pruned"] / medians["plain"],
         "all": rates,
-        "kept": int(kept.size),
+        "kept": len(kept),
     }
 
 
