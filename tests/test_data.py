@@ -105,6 +105,10 @@ def test_missing_data_names_the_paths(tmp_path: Path) -> None:
     (tmp_path / "val" / "a").mkdir(parents=True)
     with pytest.raises(DataNotFoundError, match="no images found"):
         load_image_folder(tmp_path)
+    corrupt = write_cifar(tmp_path / "corrupt", "cifar10", per_file=2)
+    (corrupt / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataNotFoundError, match="data_batch_3 is not a CIFAR python pickle"):
+        load_cifar(corrupt)
     with pytest.raises(ValueError, match="data: unknown data set 'mnist'"):
         load_data("mnist")
     with pytest.raises(ValueError, match="data_path"):

@@ -181,8 +181,16 @@ def load_digits_split(
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        raw = pickle.load(handle, encoding="latin1")
+    try:
+        with path.open("rb") as handle:
+            raw = pickle.load(handle, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as error:
+        raise DataNotFoundError(
+            f"{path} is not a CIFAR python pickle ({type(error).__name__}: {error}); re-extract "
+            "the archive"
+        ) from None
+    if not isinstance(raw, dict):
+        raise DataNotFoundError(f"{path} is not a CIFAR python pickle (holds {type(raw).__name__})")
     # Files written by Python 2 decode to str keys, files pickled with bytes keys keep them.
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in raw.items()}
 
