@@ -210,6 +210,13 @@ def _init(rank: int, world_size: int, out: Path) -> None:
     )
 
 
+def _shut_down() -> None:
+    # Leaving while the other rank still talks to this one can abort gloo's threads at exit
+    # ("terminate called without an active exception"): meet first.
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def distributed_phase(
     rank: int, world_size: int, out: str, scenarios: list[dict[str, Any]]
 ) -> None:
@@ -224,7 +231,7 @@ def distributed_phase(
     for cfg in scenarios:
         results[cfg["name"]] = run_scenario(cfg, True, range(cfg["epochs"]))
     torch.save(results, out_dir / f"distributed_{rank}.pt")
-    dist.destroy_process_group()
+    _shut_down()
 
 
 def resume_phase(
@@ -253,4 +260,4 @@ def resume_phase(
                 resume=resume,
             )
     torch.save(results, out_dir / f"{phase}_{rank}.pt")
-    dist.destroy_process_group()
+    _shut_down()

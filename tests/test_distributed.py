@@ -9,7 +9,12 @@ and the scores against a replay of the SPEC update rules from the recorded losse
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import _ddp_worker as worker
@@ -19,6 +24,7 @@ import torch
 import torch.multiprocessing as mp
 
 WORLD = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 # Sizes are chosen so pruned epochs keep odd counts (trimmed to a multiple of the world size)
 # and shards that leave a final batch of one (trimmed once more); full epochs of an odd N are
@@ -211,3 +217,26 @@ def test_bf16_batch_losses_reach_the_scores_unrounded_twice(ranks: list[dict[str
         for loss in epoch["losses"]:
             assert loss.to(torch.bfloat16).float() == loss
     assert math.isclose(ranks[0][name]["saved_ratio"], ranks[1][name]["saved_ratio"])
+
+
+def test_the_ddp_example_under_torchrun(tmp_path: Path) -> None:
+    """The README's command: ``torchrun --nproc_per_node=2 examples/ddp_train.py --epochs 3``."""
+    checkpoint, summary_path = tmp_path / "checkpoint.pt", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["examples/ddp_train.py", "--epochs", "3", "--checkpoint", str(checkpoint)]
+    command += ["--out", str(summary_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "2 process(es)" in done.stdout
+    summary = json.loads(summary_path.read_text())
+    assert summary["world_size"] == WORLD and len(summary["history"]) == 3
+    for record, counts in zip(summary["history"], summary["batches_per_rank"], strict=True):
+        # every rank ran ceil(kept / 2 / 32) batches: a shard of the (padded or trimmed) plan
+        assert counts == [math.ceil(math.ceil(record["kept"] / WORLD) / 32)] * WORLD
+    assert summary["history"][1]["pruned"] > 0
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 2 and state["pruning"]["epoch"] == 2
+    assert state["pruning"]["scores"].tolist() == summary["scores"]

@@ -9,6 +9,7 @@ Everything observed from epoch ``STOP + 1`` on must match element by element.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,31 @@ def test_checkpoint_is_plain_tensors_and_numbers(runs: dict[str, Any], mode: str
 def test_checkpoint_files_exist_for_every_scenario(runs: dict[str, Any]) -> None:
     names = sorted(p.name for p in Path(runs["out"]).glob("ckpt_*.pt"))
     assert len(names) == 2 * len(SCENARIOS)
+
+
+def test_the_ddp_example_resumes_exactly_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    path = Path(__file__).resolve().parents[1] / "examples" / "ddp_train.py"
+    spec = importlib.util.spec_from_file_location("ddp_train_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    common = ["--epochs", "3", "--workers", "0", "--policy", "SeTa", "--prune-ratio", "0.3"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():  # the example seeds the global generator
+            full = example.main([*common, "--checkpoint", str(tmp_path / "a.pt")])
+            stopped = example.main(
+                [*common, "--checkpoint", str(tmp_path / "b.pt"), "--stop-after", "1"]
+            )
+            resumed = example.main([*common, "--checkpoint", str(tmp_path / "b.pt"), "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(stopped["history"]) == 2 and resumed["start_epoch"] == 2
+    assert resumed["scores"] == full["scores"]
+    assert resumed["history"] == full["history"]
+    assert resumed["accuracy"] == full["accuracy"]
+    assert resumed["saved_ratio"] == full["saved_ratio"] > 0
