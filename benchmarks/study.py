@@ -431,7 +431,11 @@ def sweep_table(rows: list[dict[str, Any]], key: str) -> str:
                 and (r["score"] == "BLS") == is_bls
                 and (not is_bls or r["alpha"] == alpha)
             ]
-            cells.append(fmt(match[0][key], "+.3f") if match else "-")
+            cells.append(
+                fmt(match[0][key], "+.3f" if key.startswith("spearman") else ".3f")
+                if match
+                else "-"
+            )
         label = f"BLS, alpha = {alpha:.2f}" if is_bls else "per-sample loss (reference)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -455,6 +459,7 @@ def plot(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], out: Path) -> 
         print("matplotlib not installed: no plots")
         return []
     tasks = sorted({r["task"] for r in rows})
+    profile_ratios = {r["prune_ratio"] for r in rows if not r["method"].startswith("Full")}
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     colours = dict(zip(PRUNING_METHODS, plt.get_cmap("tab10").colors, strict=False))
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -481,11 +486,7 @@ def plot(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], out: Path) -> 
                     label=SHORT_FULL,
                 )
                 continue
-            marker = (
-                "o"
-                if r["prune_ratio"] == min(x["prune_ratio"] for x in rows if x["method"] != "Full")
-                else "s"
-            )
+            marker = "o" if r["prune_ratio"] == min(profile_ratios) else "s"
             ax.errorbar(
                 100 * r["saved_ratio"],
                 r["accuracy_mean"],
@@ -498,9 +499,9 @@ def plot(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], out: Path) -> 
         ax.set_title(f"{task}: test accuracy vs share of sample-steps saved")
         ax.set_xlabel("sample-steps saved (%)")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_saved.png", dpi=110)
+    fig.savefig(out / "accuracy_vs_saved.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     names = ["accuracy_vs_saved.png"]
     if sweep:
@@ -530,13 +531,20 @@ def plot(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], out: Path) -> 
 
 
 # ----------------------------------------------------------------------------- report
+def setting(row: dict[str, Any]) -> str:
+    """``InfoBatch r=0.5``; the Full rows have no ratio."""
+    if row["method"].startswith("Full"):
+        return row["method"]
+    return f"{row['method']} r={row['prune_ratio']:.1f}"
+
+
 def findings(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> list[str]:
     """Sentences computed from the numbers (so they stay true when the study is rerun)."""
     lines = []
     for task in sorted({r["task"] for r in rows}):
         for verdict_name in ("lossless", "inconclusive", "lossy"):
             hits = [
-                f"{r['method']} r={r['prune_ratio']:.1f} (saves {100 * r['saved_ratio']:.0f}%)"
+                f"{setting(r)} (saves {100 * r['saved_ratio']:.0f}%)"
                 for r in rows
                 if r["task"] == task and r["verdict"] == verdict_name
             ]
