@@ -7,10 +7,12 @@ Three lines turn a training loop into a pruned one::
     loss = handler.update(criterion(model(x), y))   # in the loop, before backward()
 """
 
+from bls import diagnostics
 from bls.handler import AttributionWarning, PruningDataset
 from bls.methods import BLS, PRUNE_TYPES, Full, InfoBatch, RandomPrune, SeTa, Static, prune
 from bls.policies import EpochPlan, is_pruning_epoch
 from bls.sampler import PruningSampler
+from bls.schedule import EpochOneCycleLR
 from bls.scores import BatchLossEMA, PerSampleLoss
 
 __version__ = "0.1.0"
@@ -20,6 +22,7 @@ __all__ = [
     "PRUNE_TYPES",
     "AttributionWarning",
     "BatchLossEMA",
+    "EpochOneCycleLR",
     "EpochPlan",
     "Full",
     "InfoBatch",
@@ -30,6 +33,7 @@ __all__ = [
     "SeTa",
     "Static",
     "__version__",
+    "diagnostics",
     "is_pruning_epoch",
     "prune",
 ]
