@@ -43,6 +43,9 @@ SCENARIOS: list[dict[str, Any]] = [
          drop_last=False, set_epoch=True, explicit=True, bf16=True, num_workers=2),
     dict(name="seta_explicit_drop", policy="SeTa", alpha=None, n=61, batch=4, drop_last=True,
          set_epoch=True, explicit=True, prune_ratio=0.2),
+    # keeps floor(0.5 * 3) = 1 sample in epoch 0: fewer than the ranks, padded, never empty
+    dict(name="random_tiny", policy="Random", alpha=None, n=3, batch=2, drop_last=False,
+         set_epoch=True, epochs=2),
 ]  # fmt: skip
 for _cfg in SCENARIOS:
     _cfg.setdefault("epochs", 5)
@@ -62,8 +65,8 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 def expected_final_plan(raw: np.ndarray, n: int, batch: int, drop_last: bool) -> np.ndarray:
     """SPEC sections 3 and 5, written independently of the handler: a pruned plan is cut to a
     multiple of the world size (then by one more row when a rank's last batch would hold one
-    sample), a full plan is padded with its own first indices."""
-    if raw.size < n:
+    sample), a full plan, or one shorter than the world, is padded with its first indices."""
+    if WORLD < raw.size < n:
         plan = raw[: raw.size - raw.size % WORLD]
         if not drop_last and batch > 1 and (plan.size // WORLD) % batch == 1 and plan.size > WORLD:
             plan = plan[:-WORLD]
@@ -105,9 +108,9 @@ def test_every_rank_runs_the_same_batches_of_disjoint_shards(
             assert runs[rank]["epochs"][epoch]["len_sampler"] == shard.size
             kept = shard[: want * cfg["batch"]] if cfg["drop_last"] else shard
             np.testing.assert_array_equal(seen, kept)
-            if not cfg["drop_last"]:
+            if not cfg["drop_last"] and shard.size > 1:  # (one kept sample: no other way)
                 assert all(b.numel() > 1 for b in runs[rank]["epochs"][epoch]["batches"])
-        if plan.size < cfg["n"] or cfg["n"] % WORLD == 0:  # no padding: truly disjoint
+        if np.unique(plan).size == plan.size:  # not padded: truly disjoint
             assert not set(delivered[0]) & set(delivered[1])
         if not cfg["drop_last"]:
             np.testing.assert_array_equal(np.sort(np.concatenate(delivered)), np.sort(plan))

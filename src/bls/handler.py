@@ -390,9 +390,9 @@ class PruningDataset(Dataset[Any]):
         plan = self._decided
         pruned = plan.size < self.num_samples
         if plan.size % ranks:
-            if pruned:
+            if pruned and plan.size > ranks:
                 plan = plan[: plan.size - plan.size % ranks]
-            else:  # a full epoch is padded, as DistributedSampler does, so no sample is lost
+            else:  # padded as DistributedSampler does: no sample lost, no rank left without one
                 plan = np.concatenate((plan, plan[: ranks - plan.size % ranks]))
         batch_size = self._batch_size
         if (
