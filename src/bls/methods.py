@@ -41,6 +41,55 @@ def _resolve(num_epochs: Any, given: dict[str, Any], wanted: tuple[str, ...]) ->
     return {**given, **found}
 
 
+def _setup(
+    handler: PruningDataset,
+    dataset: Any,
+    num_epochs: Any,
+    options: dict[str, Any],
+    make_policy: Callable[[dict[str, Any]], Policy],
+    return_indices: bool,
+) -> None:
+    """Read the options (keywords or reference ``args``), build the policy, init the handler."""
+    opts = _resolve(num_epochs, options, tuple(name for name in options if name != "seed"))
+    PruningDataset.__init__(
+        handler,
+        dataset,
+        make_policy(opts),
+        opts["num_epochs"],
+        opts.get("delta", 1.0),
+        seed=opts["seed"],
+        return_indices=return_indices,
+    )
+
+
+def _prune_ratio(opts: dict[str, Any]) -> float:
+    return check_fraction("prune_ratio", opts["prune_ratio"], upper_inclusive=False)
+
+
+def _infobatch_policy(opts: dict[str, Any]) -> InfoBatchPolicy:
+    return InfoBatchPolicy(prune_ratio=_prune_ratio(opts))
+
+
+def _random_policy(opts: dict[str, Any]) -> RandomPolicy:
+    return RandomPolicy(prune_ratio=_prune_ratio(opts))
+
+
+def _static_policy(opts: dict[str, Any]) -> StaticPolicy:
+    return StaticPolicy(prune_ratio=_prune_ratio(opts), seed=check_int("seed", opts["seed"], 0))
+
+
+def _seta_policy(opts: dict[str, Any]) -> SeTaPolicy:
+    groups = check_int("num_group", opts["num_group"], 1)
+    scale = check_positive("window_scale", opts["window_scale"])
+    if scale > 1.0 or round(groups * scale) < 1:
+        raise ValueError(
+            f"window_scale: round(num_group * window_scale) must be between 1 and "
+            f"num_group={groups}; got window_scale={scale} (window "
+            f"{round(groups * scale)}); allowed: (0, 1] with num_group * window_scale >= 0.5"
+        )
+    return SeTaPolicy(prune_ratio=_prune_ratio(opts), num_group=groups, window_scale=scale)
+
+
 class InfoBatch(PruningDataset):
     """InfoBatch (Qin et al., ICLR 2024): prune well-learned samples, rescale the rest.
 
@@ -78,19 +127,8 @@ class InfoBatch(PruningDataset):
         seed: int = 0,
         return_indices: bool = False,
     ) -> None:
-        given = {"prune_ratio": prune_ratio, "delta": delta, "seed": seed}
-        opts = _resolve(num_epochs, given, ("prune_ratio", "delta"))
-        policy = InfoBatchPolicy(
-            check_fraction("prune_ratio", opts["prune_ratio"], upper_inclusive=False)
-        )
-        super().__init__(
-            dataset,
-            policy,
-            opts["num_epochs"],
-            opts["delta"],
-            seed=opts["seed"],
-            return_indices=return_indices,
-        )
+        options = {"prune_ratio": prune_ratio, "delta": delta, "seed": seed}
+        _setup(self, dataset, num_epochs, options, _infobatch_policy, return_indices)
 
 
 class SeTa(PruningDataset):
@@ -120,35 +158,14 @@ class SeTa(PruningDataset):
         seed: int = 0,
         return_indices: bool = False,
     ) -> None:
-        given = {
+        options = {
             "prune_ratio": prune_ratio,
             "num_group": num_group,
             "window_scale": window_scale,
             "delta": delta,
             "seed": seed,
         }
-        opts = _resolve(num_epochs, given, ("prune_ratio", "num_group", "window_scale", "delta"))
-        groups = check_int("num_group", opts["num_group"], 1)
-        scale = check_positive("window_scale", opts["window_scale"])
-        if scale > 1.0 or round(groups * scale) < 1:
-            raise ValueError(
-                f"window_scale: round(num_group * window_scale) must be between 1 and "
-                f"num_group={groups}; got window_scale={scale} (window "
-                f"{round(groups * scale)}); allowed: (0, 1] with num_group * window_scale >= 0.5"
-            )
-        policy = SeTaPolicy(
-            prune_ratio=check_fraction("prune_ratio", opts["prune_ratio"], upper_inclusive=False),
-            num_group=groups,
-            window_scale=scale,
-        )
-        super().__init__(
-            dataset,
-            policy,
-            opts["num_epochs"],
-            opts["delta"],
-            seed=opts["seed"],
-            return_indices=return_indices,
-        )
+        _setup(self, dataset, num_epochs, options, _seta_policy, return_indices)
 
 
 class Static(PruningDataset):
@@ -167,17 +184,8 @@ class Static(PruningDataset):
         seed: int = 0,
         return_indices: bool = False,
     ) -> None:
-        opts = _resolve(num_epochs, {"prune_ratio": prune_ratio, "seed": seed}, ("prune_ratio",))
-        ratio = check_fraction("prune_ratio", opts["prune_ratio"], upper_inclusive=False)
-        seed_value = check_int("seed", opts["seed"], 0)
-        super().__init__(
-            dataset,
-            StaticPolicy(prune_ratio=ratio, seed=seed_value),
-            opts["num_epochs"],
-            1.0,
-            seed=seed_value,
-            return_indices=return_indices,
-        )
+        options = {"prune_ratio": prune_ratio, "seed": seed}
+        _setup(self, dataset, num_epochs, options, _static_policy, return_indices)
 
 
 class RandomPrune(PruningDataset):
@@ -197,17 +205,8 @@ class RandomPrune(PruningDataset):
         seed: int = 0,
         return_indices: bool = False,
     ) -> None:
-        given = {"prune_ratio": prune_ratio, "delta": delta, "seed": seed}
-        opts = _resolve(num_epochs, given, ("prune_ratio", "delta"))
-        ratio = check_fraction("prune_ratio", opts["prune_ratio"], upper_inclusive=False)
-        super().__init__(
-            dataset,
-            RandomPolicy(prune_ratio=ratio),
-            opts["num_epochs"],
-            opts["delta"],
-            seed=opts["seed"],
-            return_indices=return_indices,
-        )
+        options = {"prune_ratio": prune_ratio, "delta": delta, "seed": seed}
+        _setup(self, dataset, num_epochs, options, _random_policy, return_indices)
 
 
 class Full(PruningDataset):
@@ -224,15 +223,7 @@ class Full(PruningDataset):
         seed: int = 0,
         return_indices: bool = False,
     ) -> None:
-        opts = _resolve(num_epochs, {"seed": seed}, ())
-        super().__init__(
-            dataset,
-            Policy(),
-            opts["num_epochs"],
-            1.0,
-            seed=opts["seed"],
-            return_indices=return_indices,
-        )
+        _setup(self, dataset, num_epochs, {"seed": seed}, lambda opts: Policy(), return_indices)
 
 
 class BLS(Generic[Handler]):
