@@ -78,7 +78,7 @@ class PerSampleLoss(ScoreSource):
         values = measurement.to(scores.dtype).reshape(-1)
         flat = indices.reshape(-1)
         skip = _non_finite(values)
-        scores.index_put_((flat,), torch.where(skip, scores.index_select(0, flat), values))
+        _write(scores, flat, torch.where(skip, scores.index_select(0, flat), values))
         return torch.count_nonzero(skip)
 
 
@@ -118,8 +118,21 @@ class BatchLossEMA(ScoreSource):
         # lerp(old, L, 1 - alpha) = alpha * old + (1 - alpha) * L, in one kernel. A repeated
         # index reads the same old score and writes the same value: it is updated once.
         new = torch.where(skip, old, old.lerp(values, 1.0 - self.alpha))
-        scores.index_put_((flat,), new.reshape(-1))
+        _write(scores, flat, new.reshape(-1))
         return torch.count_nonzero(skip)
+
+
+def _write(scores: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``scores[flat] = values`` with a deterministic winner for repeated indices.
+
+    A step may hold one index twice (a padded DDP epoch can give a sample to two ranks). On the
+    CPU ``index_put_`` writes in order, the same on every rank; on a GPU its winner is
+    unspecified, so ranks could diverge: there the larger candidate wins (``scatter_reduce``
+    with ``amax``), which is deterministic and needs no host synchronisation.
+    """
+    if scores.is_cuda:
+        return scores.scatter_reduce_(0, flat.long(), values, reduce="amax", include_self=False)
+    return scores.index_put_((flat,), values)
 
 
 def _non_finite(values: torch.Tensor) -> torch.Tensor:
