@@ -6,9 +6,9 @@ workers, once through ``bls.Full`` (every sample every epoch) and once through
 a plain ``DataLoader(shuffle=True)`` with no handler at all. The ideal saving is the share of
 sample-steps skipped, ``1 - sum(kept) / (N * E)``; the measured saving is
 ``1 - t_pruned / t_full``; their ratio is the efficiency (1.0 = pruning costs nothing).
-The runs alternate (Full, InfoBatch, plain, then plain, InfoBatch, Full, ...); the measured
-saving is the median over repeats of ``1 - t_InfoBatch / t_Full`` from adjacent runs, so slow
-drifts of a shared machine cancel.
+The three runs of a repeat interleave epoch by epoch (one epoch of each in turn, the order
+alternating), so their epochs sit next to each other in time; the measured saving is the median
+over repeats of ``1 - t_InfoBatch / t_Full``, so slow drifts of a shared machine cancel.
 
 Run: ``python benchmarks/bench_end_to_end.py`` (``--tiny`` for a smoke run). Uses every core:
 the main process trains on one torch thread, the two loader workers run beside it.
@@ -65,47 +65,77 @@ def make_model(seed: int) -> nn.Module:
     )
 
 
-def train(kind: str, data: Images, epochs: int, batch: int, workers: int) -> dict[str, Any]:
-    """Wall time of ``epochs`` epochs (loader start-up included), and samples seen."""
-    model = make_model(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    criterion = nn.CrossEntropyLoss(reduction="none")
-    handler: Any = None
-    if kind == "plain":
-        loader = DataLoader(
-            data,
-            batch_size=batch,
-            shuffle=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-    else:
-        handler = (
-            Full(data, num_epochs=epochs)
-            if kind == "Full"
-            else InfoBatch(data, num_epochs=epochs, prune_ratio=0.5, delta=0.875)
-        )
-        loader = DataLoader(
-            handler,
-            sampler=handler.sampler,
-            batch_size=batch,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-    seen = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for images, targets in loader:
-            per_sample = criterion(model(images), targets)
+class Run:
+    """One training run of ``kind``, advanced an epoch at a time so runs can interleave."""
+
+    def __init__(self, kind: str, data: Images, epochs: int, batch: int, workers: int) -> None:
+        self.kind = kind
+        self.model = make_model(0)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
+        self.criterion = nn.CrossEntropyLoss(reduction="none")
+        self.handler: Any = None
+        self.data = data
+        self.epochs = epochs
+        if kind == "plain":
+            self.loader: DataLoader[Any] = DataLoader(
+                data,
+                batch_size=batch,
+                shuffle=True,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
+        else:
+            self.handler = (
+                Full(data, num_epochs=epochs)
+                if kind == "Full"
+                else InfoBatch(data, num_epochs=epochs, prune_ratio=0.5, delta=0.875)
+            )
+            self.loader = DataLoader(
+                self.handler,
+                sampler=self.handler.sampler,
+                batch_size=batch,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
+        self.seconds = 0.0
+        self.seen = 0
+
+    def epoch(self) -> float:
+        """Train one epoch (the epoch's decision and loader start included); its wall time."""
+        start = time.perf_counter()
+        for images, targets in self.loader:
+            per_sample = self.criterion(self.model(images), targets)
+            handler = self.handler
             loss = per_sample.mean() if handler is None else handler.update(per_sample)
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            seen += len(targets)
-    seconds = time.perf_counter() - start
-    kept = [r["kept"] for r in handler.history] if handler is not None else [len(data)] * epochs
-    del loader  # stops the persistent workers
-    return {"kind": kind, "seconds": seconds, "seen": seen, "kept": kept}
+            self.optimizer.step()
+            self.seen += len(targets)
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        return seconds
+
+    def kept(self) -> list[int]:
+        if self.handler is None:
+            return [len(self.data)] * self.epochs
+        return [r["kept"] for r in self.handler.history]
+
+
+def train_interleaved(
+    data: Images, args: argparse.Namespace, order: tuple[str, ...]
+) -> dict[str, Run]:
+    """Full, InfoBatch and plain runs, one epoch of each in turn (order alternating by epoch).
+
+    Interleaving at epoch granularity puts the runs' epochs next to each other in time, so a
+    shared machine's slow drifts hit all of them alike.
+    """
+    runs = {kind: Run(kind, data, args.epochs, args.batch, args.workers) for kind in order}
+    for epoch in range(args.epochs):
+        for kind in order if epoch % 2 == 0 else order[::-1]:
+            runs[kind].epoch()
+    for run in runs.values():
+        del run.loader  # stops the persistent workers
+    return runs
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -123,24 +153,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     info = print_machine()
     data = Images(args.n)
     if not args.tiny:  # warm-up (untimed): first-call kernel selection, page faults, workers
-        train("plain", data, 1, args.batch, args.workers)
-    runs: dict[str, list[dict[str, Any]]] = {"Full": [], "InfoBatch": [], "plain": []}
+        Run("plain", data, 1, args.batch, args.workers).epoch()
+    runs: dict[str, list[Run]] = {"Full": [], "InfoBatch": [], "plain": []}
     for repeat in range(args.repeats):
         order = (
             ("Full", "InfoBatch", "plain") if repeat % 2 == 0 else ("plain", "InfoBatch", "Full")
         )
-        for kind in order:
-            r = train(kind, data, args.epochs, args.batch, args.workers)
-            runs[kind].append(r)
-            print(f"run {repeat} {kind:9s}: {r['seconds']:.2f} s, {r['seen']:,d} sample-steps")
-    t = {kind: statistics.median(r["seconds"] for r in rs) for kind, rs in runs.items()}
-    kept = runs["InfoBatch"][0]["kept"]
+        for kind, run in train_interleaved(data, args, order).items():
+            runs[kind].append(run)
+        print(
+            f"repeat {repeat}: "
+            + ", ".join(
+                f"{k} {v[-1].seconds:.2f} s ({v[-1].seen:,d} sample-steps)" for k, v in runs.items()
+            )
+        )
+    t = {kind: statistics.median(r.seconds for r in rs) for kind, rs in runs.items()}
+    kept = runs["InfoBatch"][0].kept()
     ideal = 1.0 - sum(kept) / (args.n * args.epochs)
     # Full and InfoBatch run next to each other in every repeat; the paired savings cancel the
     # slow drifts of a shared machine, and the headline is their median.
     paired = [
-        1.0 - i["seconds"] / f["seconds"]
-        for i, f in zip(runs["InfoBatch"], runs["Full"], strict=True)
+        1.0 - i.seconds / f.seconds for i, f in zip(runs["InfoBatch"], runs["Full"], strict=True)
     ]
     measured = statistics.median(paired)
     ratio = measured / ideal if ideal > 0 else float("nan")
@@ -165,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "measured_saving": measured,
         "ratio": ratio,
         "full_vs_plain": overhead,
-        "runs": {k: [r["seconds"] for r in v] for k, v in runs.items()},
+        "runs": {k: [r.seconds for r in v] for k, v in runs.items()},
     }
     emit(result)
     return result

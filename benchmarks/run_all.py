@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{c['batch']}, {c['epochs']} epochs, `num_workers={c['workers']}` with persistent "
         "workers, one torch thread in the main process. Full and InfoBatch(prune 0.5, delta "
         "0.875, per-sample losses) run the same loop, and a plain loader without any handler "
-        f"for reference. {c['repeats']} repeats; within each, Full and InfoBatch run back to "
-        "back (order alternating), and the measured saving is the median over repeats of "
+        f"for reference. {c['repeats']} repeats; within each, the three runs interleave epoch "
+        "by epoch (order alternating), and the measured saving is the median over repeats of "
         "`1 - t_InfoBatch / t_Full`, so slow drifts of the shared machine cancel. Times below "
         "are per-configuration medians."
     )
