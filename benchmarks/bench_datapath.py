@@ -11,8 +11,8 @@ Two measurements:
   sampler=SubsetRandomSampler(kept), num_workers=2)`` over the indices a pruned epoch kept (the
   items carry their index, ``return_indices=True``). Items are uint8 32x32 RGB images converted
   to float with a flip (real per-item work in the workers). Which loader goes first alternates
-  from epoch to epoch; the ratio is the median over epochs of pruned/plain, two
-  adjacent runs.
+  from epoch to epoch. The headline compares each loader's best epoch (other processes only
+  ever slow an epoch down); the median of the per-epoch paired ratios is printed beside it.
 
 Run: ``python benchmarks/bench_datapath.py`` (``--tiny`` for a smoke run). The sampler part
 runs on one core (``taskset`` by ``run_all.py``); the loader part uses two workers.
@@ -149,10 +149,13 @@ def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]
     # Each epoch's two runs are adjacent in time, so their ratio cancels the slow drifts of a
     # shared machine; the headline is the median of these paired ratios.
     paired = [a / b for a, b in zip(rates["pruned"], rates["plain"], strict=True)]
+    # Headline: the best epoch of each loader (other processes only ever slow an epoch down).
+    best = {name: max(values) for name, values in rates.items()}
     return {
-        "samples_per_s": medians,
-        "ratio": statistics.median(paired),
-        "ratio_of_medians": medians["pruned"] / medians["plain"],
+        "samples_per_s": best,
+        "ratio": best["pruned"] / best["plain"],
+        "median_samples_per_s": medians,
+        "paired_median_ratio": statistics.median(paired),
         "all": rates,
         "kept": len(kept),
     }
@@ -189,8 +192,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"loader N={args.loader_n:,d} (kept {loader['kept']:,d}), batch {args.batch}, "
             f"num_workers={args.workers}: pruned {rate['pruned']:,.0f} samples/s, plain "
-            f"SubsetRandomSampler over the same indices {rate['plain']:,.0f} samples/s (medians); "
-            f"median of per-epoch paired ratios {loader['ratio']:.3f}"
+            f"SubsetRandomSampler over the same indices {rate['plain']:,.0f} samples/s (best "
+            f"epoch of {args.epochs}), ratio {loader['ratio']:.3f}; median of per-epoch paired "
+            f"ratios {loader['paired_median_ratio']:.3f}"
         )
     emit(result)
     return result
