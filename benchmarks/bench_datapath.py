@@ -8,11 +8,12 @@ Two measurements:
   ``SubsetRandomSampler`` over the same number of indices;
 * the loader: samples per second through ``DataLoader(handler, sampler=handler.sampler,
   num_workers=2)`` in a pruning epoch against a plain ``DataLoader(data,
-  sampler=SubsetRandomSampler(kept), num_workers=2)`` over the indices a pruned epoch kept (the
-  items carry their index, ``return_indices=True``). Items are uint8 32x32 RGB images converted
-  to float with a flip (real per-item work in the workers). Which loader goes first alternates
-  from epoch to epoch. The headline compares each loader's best epoch (other processes only
-  ever slow an epoch down); the median of the per-epoch paired ratios is printed beside it.
+  sampler=SubsetRandomSampler(kept), num_workers=2)`` over the indices a pruned epoch kept (a
+  recording ``BatchSampler`` in the main process notes them; the items are untouched). Items
+  are uint8 32x32 RGB images converted to float with a flip (real per-item work in the
+  workers). Which loader goes first alternates from epoch to epoch. The headline compares
+  each loader's best epoch (other processes only ever slow an epoch down); the median of the
+  per-epoch paired ratios is printed beside it.
 
 Run: ``python benchmarks/bench_datapath.py`` (``--tiny`` for a smoke run). The sampler part
 runs on one core (``taskset`` by ``run_all.py``); the loader part uses two workers.
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 from _common import IndexDataset, emit, loss_like_scores, print_machine
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SubsetRandomSampler,
+)
 
 from bls import InfoBatch
 
@@ -84,18 +92,29 @@ def sampler_rate(n: int, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+class _RecordingBatchSampler(BatchSampler):
+    """A ``BatchSampler`` that keeps the batches of its latest pass."""
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.batches: list[list[int]] = []
+        for batch in super().__iter__():
+            self.batches.append(batch)
+            yield batch
+
+    def indices(self) -> list[int]:
+        return [i for batch in self.batches for i in batch]
+
+
 def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]:
     """Samples per second through the pruned loader and a plain one over the same indices."""
     data = Uint8Images(n)
-    # Items carry their index, so each pruned epoch's kept indices are known exactly.
-    handler = InfoBatch(data, num_epochs=1000, prune_ratio=0.5, return_indices=True)
+    handler = InfoBatch(data, num_epochs=1000, prune_ratio=0.5)
     handler.scores.copy_(loss_like_scores(n, seed=4))
+    # The batch sampler notes each batch of indices in the main process (a burden on the pruned
+    # loader only), so each pruned epoch's kept indices are known without touching the items.
+    recorder = _RecordingBatchSampler(handler.sampler, batch, drop_last=False)
     pruned = DataLoader(
-        handler,
-        sampler=handler.sampler,
-        batch_size=batch,
-        num_workers=workers,
-        persistent_workers=workers > 0,
+        handler, batch_sampler=recorder, num_workers=workers, persistent_workers=workers > 0
     )
     # The plain loader keeps its workers too; its sampler gets a pruned epoch's kept indices.
     subset = SubsetRandomSampler([0])
@@ -108,17 +127,13 @@ def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]
     )
     rates: dict[str, list[float]] = {"pruned": [], "plain": []}
 
-    def rate(loader: DataLoader[Any], collect: list[torch.Tensor] | None) -> float:
+    def rate(loader: DataLoader[Any]) -> float:
         iterator = iter(loader)  # worker start-up is not part of the data rate
-        first = next(iterator)
-        if collect is not None:
-            collect.append(first[2])
+        next(iterator)
         seen = 0
         start = time.perf_counter()
         for item in iterator:
             seen += len(item[1])
-            if collect is not None:
-                collect.append(item[2])
         return seen / (time.perf_counter() - start)
 
     kept: list[int] = []
@@ -129,16 +144,14 @@ def loader_rate(n: int, epochs: int, batch: int, workers: int) -> dict[str, Any]
             # Alternate which loader goes first; the plain one always reads the indices of the
             # latest pruned epoch (the one just run, or the previous one).
             if epoch % 2:
-                collected: list[torch.Tensor] = []
-                pruned_rate = rate(pruned, collected)
-                kept = torch.cat(collected).tolist()
+                pruned_rate = rate(pruned)
+                kept = recorder.indices()
                 subset.indices = kept  # Python ints, as a user would pass them
-                plain_rate = rate(plain, None)
+                plain_rate = rate(plain)
             else:
-                plain_rate = rate(plain, None)
-                collected = []
-                pruned_rate = rate(pruned, collected)
-                kept = torch.cat(collected).tolist()
+                plain_rate = rate(plain)
+                pruned_rate = rate(pruned)
+                kept = recorder.indices()
                 subset.indices = kept
             assert len(set(kept)) == len(kept) < n  # a pruned epoch, no repeats
             if epoch > 1:
