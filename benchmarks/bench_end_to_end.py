@@ -144,11 +144,11 @@ def train_interleaved(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=8192)
+    parser.add_argument("--n", type=int, default=24_576)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run")
     args = parser.parse_args(argv)
     if args.tiny:
