@@ -198,6 +198,14 @@ def main(argv: list[str] | None = None) -> None:
             verdict(e2e["ratio"] >= 0.95),
         )
     )
+    summary.append(
+        (
+            "end to end, main-process CPU time instead of wall time (same runs)",
+            f">= {TARGETS['e2e_ratio']}",
+            f"{e2e['cpu_ratio']:.3f}",
+            verdict(e2e["cpu_ratio"] >= 0.95),
+        )
+    )
     lr = loader["loader"]["ratio"]
     summary.append(
         (
@@ -386,6 +394,17 @@ def main(argv: list[str] | None = None) -> None:
         f"**{e2e['ratio']:.3f}**. `bls.Full` "
         "against the "
         f"plain loader: {e2e['full_vs_plain']:+.1%}. All runs (s): {e2e['runs']}."
+    )
+    add("")
+    cs = e2e["cpu_seconds"]
+    add(
+        "The same runs in the main process's CPU time (`time.process_time()`, median of the "
+        "repeats), where the training loop, `update()` and the sampler run and where the time "
+        "other tenants of a shared virtual machine take does not count: plain "
+        f"{cs['plain']:.2f} s, Full {cs['Full']:.2f} s, InfoBatch {cs['InfoBatch']:.2f} s; "
+        f"CPU-time saving / ideal = **{e2e['cpu_ratio']:.3f}**. Wall time on this 2-core VM "
+        "varies by about 20% between identical epochs (per-epoch times are in the JSON), which "
+        "is why the wall-time ratio moves between repeats."
     )
     add("")
     add("## Data path")
