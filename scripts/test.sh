@@ -7,3 +7,4 @@ ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy src
 python -m pytest -q -m "not vision" "$@"
+python -m pytest -q --doctest-modules src/bls   # the docstring examples
