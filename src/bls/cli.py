@@ -70,6 +70,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------- value checks
+
+
+def _say(*parts: object, **options: Any) -> None:
+    """The command line's console output; the library modules log instead of printing."""
+    print(*parts, **options)  # the one place the program writes to the console
+
+
 def _number(
     low: float, high: float, *, high_open: bool, low_open: bool = False
 ) -> Callable[[str], float]:
@@ -390,7 +397,7 @@ def _plot(path: Path, results: Sequence[RunResult]) -> Path | None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        print(
+        _say(
             f"{PROG}: matplotlib is not installed, no plot written "
             "(pip install 'bls-prune[examples]')",
             file=sys.stderr,
@@ -456,7 +463,7 @@ def _demo(args: argparse.Namespace) -> int:
         configs.append(_config(args, method, epochs=epochs, batch_size=64, lr=0.05, **settings))
     setup = _setup(args, "demo")
     data = _load("digits", None, 8, args.seed)
-    print(
+    _say(
         f"bls-prune demo: a small CNN on scikit-learn's digits ({len(data[0])} train / "
         f"{len(data[1])} test 8x8 images), {epochs} epochs per run, {len(configs)} runs, "
         f"on {setup.device}",
@@ -468,14 +475,14 @@ def _demo(args: argparse.Namespace) -> int:
         result = _run_one(cfg, data, "cnn", setup)
         results.append(result)
         if not setup.bars:
-            print(f"[{number}/{len(configs)}] {_row_line(result)}", flush=True)
-    print()
-    print(format_table(results))
+            _say(f"[{number}/{len(configs)}] {_row_line(result)}", flush=True)
+    _say()
+    _say(format_table(results))
     json_path, png_path = _write_results(setup, "demo", data[2], results, "cnn")
-    print()
-    print("'saved' is the share of sample visits skipped over the whole run; 'vs full' compares")
-    print("with the Full run (accuracy in percentage points, wall time in percent).")
-    print(
+    _say()
+    _say("'saved' is the share of sample visits skipped over the whole run; 'vs full' compares")
+    _say("with the Full run (accuracy in percentage points, wall time in percent).")
+    _say(
         f"Results written to {setup.out}/ ({json_path.name}"
         f"{', ' + png_path.name if png_path else ''})"
     )
@@ -497,15 +504,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads is None and args.data == "digits":
         torch.set_num_threads(1)  # an 8x8 CNN is fastest on one thread
     data = _load(args.data, args.data_path, args.image_size, args.seed)
-    print(
+    _say(
         f"bls-prune train: {cfg.method} on {args.data} ({len(data[0])} train / {len(data[1])} "
         f"test), model {args.model}, epochs: {cfg.epochs}, on {setup.device}",
         flush=True,
     )
     result = _run_one(cfg, data, args.model, setup)
-    print(_row_line(result))
+    _say(_row_line(result))
     json_path, png_path = _write_results(setup, "train", data[2], [result], args.model)
-    print(
+    _say(
         f"Results written to {setup.out}/ ({json_path.name}"
         f"{', ' + png_path.name if png_path else ''})"
     )
@@ -534,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _demo(args) if args.command == "demo" else _train(args)
     except CliError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        _say(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as error:
         # The library names the argument first ("window_scale: ..."); show it as the flag.
@@ -542,8 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, rest = message.partition(":")
         if name in _FLAG_OF and rest:
             message = f"argument {_FLAG_OF[name]}:{rest}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        _say(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _say(f"{PROG}: interrupted", file=sys.stderr)
         return 130
