@@ -212,7 +212,7 @@ class PruningDataset(Dataset[Any]):
                 f"(reduction='none', length {local.shape[0]}), got shape {tuple(loss.shape)}; "
                 "for a scalar mean loss wrap the handler with BLS(...).proxy()"
             )
-        batch_weights = None if self._unit_weights else self.weights[local]
+        batch_weights = None if self._unit_weights else self.weights.index_select(0, local)
         returned, measurement = self.score_source.measure(loss, batch_weights)
         if measurement is not None:
             self._record(local, every_rank, measurement)
@@ -265,13 +265,13 @@ class PruningDataset(Dataset[Any]):
     def _record(
         self, local: torch.Tensor, every_rank: torch.Tensor | None, measurement: torch.Tensor
     ) -> None:
-        world_size = self._world_size
-        if every_rank is not None:
+        if self._world_size == 1:
+            measurements = measurement.unsqueeze(0)
+            indices = local.unsqueeze(0) if every_rank is None else every_rank
+        elif every_rank is not None:
             # Order route: every rank already knows every rank's indices; only losses travel.
             measurements = gather_equal(measurement)
             indices = every_rank
-        elif world_size == 1:
-            measurements, indices = measurement.unsqueeze(0), local.unsqueeze(0)
         else:
             pieces = gather_uneven(local)
             values = gather_uneven(measurement)
