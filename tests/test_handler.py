@@ -393,3 +393,14 @@ def test_len_after_set_epoch_counts_the_trim() -> None:
             yielded += len(index)
         assert announced == (batches, yielded)
         assert yielded % 8 != 1 or yielded == 41  # full epochs stay as they are
+
+
+def test_pickled_copy_mid_epoch_keeps_attributing() -> None:
+    handler = BLS(InfoBatch(IndexedDataset(32), num_epochs=2), alpha=0.5).proxy()
+    batches = iter(DataLoader(handler, sampler=handler.sampler, batch_size=8))
+    _, first = next(batches)
+    clone = pickle.loads(pickle.dumps(handler))
+    clone.update(torch.tensor(2.0))
+    handler.update(torch.tensor(2.0))
+    assert torch.equal(clone.scores, handler.scores)
+    assert torch.all(clone.scores[first] == 1.0)

@@ -138,7 +138,8 @@ class PruningDataset(Dataset[Any]):
         state = self.__dict__.copy()
         for key in ("scores", "weights", "_nonfinite"):
             state[key] = state[key].cpu()
-        state["_indices_on_device"] = None
+        if state["_indices_on_device"] is not None:
+            state["_indices_on_device"] = state["_indices_on_device"].cpu()
         return state
 
     def _with_index(self, item: Any, index: int) -> Any:
@@ -279,7 +280,7 @@ class PruningDataset(Dataset[Any]):
             measurements = torch.cat(
                 [
                     v.expand(p.shape[0]) if v.shape[0] == 1 else v
-                    for v, p in zip(values, pieces, strict=False)
+                    for v, p in zip(values, pieces, strict=True)
                 ]
             )
         self._nonfinite += self.score_source.record(self.scores, indices, measurements)

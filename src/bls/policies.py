@@ -21,7 +21,6 @@ from bls.kmeans1d import kmeans_1d
 
 __all__ = [
     "EpochPlan",
-    "FullPolicy",
     "InfoBatchPolicy",
     "Policy",
     "RandomPolicy",
@@ -72,9 +71,6 @@ class Policy:
         self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
     ) -> EpochPlan:
         return EpochPlan(rng.permutation(scores.size))
-
-
-FullPolicy = Policy
 
 
 @dataclass(frozen=True)
