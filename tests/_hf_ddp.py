@@ -45,6 +45,10 @@ def main(out_dir: Path) -> None:
         },
         out_dir / f"rank{rank}.pt",
     )
+    # Without this, gloo's worker threads can outlive the interpreter and abort the process
+    # at exit (SIGABRT, "terminate called without an active exception"); meet, then close.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ def main(out_dir: Path) -> None:
         },
         out_dir / f"rank{trainer.global_rank}.pt",
     )
+    # Lightning leaves the process group up; gloo can abort at interpreter exit without this.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
