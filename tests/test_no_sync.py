@@ -88,12 +88,15 @@ def test_update_reads_nothing_back(mode: str, explicit: bool, policy: str) -> No
     weight = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
     weighted_epochs = 0
     for _epoch in range(3):
-        for batch in loader:
+        for step, batch in enumerate(loader):
             x, y = batch[0], batch[1]
             per_sample = torch.nn.functional.cross_entropy(x @ weight, y, reduction="none")
             loss = per_sample.mean() if mode == "bls" else per_sample
             with no_host_reads():
                 out = handler.update(loss, indices=batch[2]) if explicit else handler.update(loss)
+                if step % 3 == 2:
+                    # Reading the scores folds the deferred batches in: no host reads either.
+                    assert handler.scores.dim() == 1
             out.backward()
         weighted_epochs += not handler._unit_weights
     # The path really ran: scores moved off their start, and (InfoBatch) an up-weighted epoch

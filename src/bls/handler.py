@@ -72,6 +72,11 @@ class PruningDataset(Dataset[Any]):
     _updates: int
     _unit_weights: bool
     _nonfinite: torch.Tensor
+    # Single process, order route: update() only copies its measurement into _pending (one
+    # slot per sample, or per batch for BLS) and _flush() folds batches
+    # [_pending_from, _updates) into the scores in one vectorised step whenever they are read.
+    _pending: torch.Tensor | None
+    _pending_from: int
     _rank: int  # the process group's layout, read once per epoch
     _world_size: int
 
@@ -97,7 +102,7 @@ class PruningDataset(Dataset[Any]):
         self.score_source: ScoreSource = (
             PerSampleLoss() if type(policy) is not Policy else NoScore()
         )
-        self.scores = torch.full((self.num_samples,), policy.initial_score, dtype=torch.float32)
+        self._scores = torch.full((self.num_samples,), policy.initial_score, dtype=torch.float32)
         self.weights = torch.ones(self.num_samples, dtype=torch.float32)
         self.history: list[dict[str, Any]] = []
         self.sampler = PruningSampler(self)
@@ -135,11 +140,13 @@ class PruningDataset(Dataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         # Workers started with spawn/forkserver receive a pickled copy; keep it on the host so
         # no CUDA tensor is shared between processes.
+        self._flush()
         state = self.__dict__.copy()
-        for key in ("scores", "weights", "_nonfinite"):
+        for key in ("_scores", "weights", "_nonfinite"):
             state[key] = state[key].cpu()
-        if state["_indices_on_device"] is not None:
-            state["_indices_on_device"] = state["_indices_on_device"].cpu()
+        for key in ("_indices_on_device", "_pending"):
+            if state[key] is not None:
+                state[key] = state[key].cpu()
         return state
 
     def _with_index(self, item: Any, index: int) -> Any:
@@ -152,6 +159,17 @@ class PruningDataset(Dataset[Any]):
         return (item, index)
 
     # ------------------------------------------------------------------ inspection
+    @property
+    def scores(self) -> torch.Tensor:
+        """float32 ``(N,)``: every sample's score, up to date with every ``update()`` so far."""
+        self._flush()
+        return self._scores
+
+    @scores.setter
+    def scores(self, value: torch.Tensor) -> None:
+        self._flush()
+        self._scores = value
+
     @property
     def saved_ratio(self) -> float:
         """``sum_e (N - kept_e) / (N * E)`` over the epochs decided so far."""
@@ -174,7 +192,7 @@ class PruningDataset(Dataset[Any]):
                 "with BLS(...).proxy() right after constructing it"
             )
         self.score_source = source
-        self.scores.fill_(source.initial_score(self.policy.initial_score))
+        self._scores.fill_(source.initial_score(self.policy.initial_score))
 
     # ------------------------------------------------------------------ update
     def update(self, loss: torch.Tensor, indices: Any = None) -> torch.Tensor:
@@ -202,26 +220,94 @@ class PruningDataset(Dataset[Any]):
             self._updates += 1
             return loss.mean()
         self._move_state_to(loss.device)
+        every_rank: torch.Tensor | None = None
         if indices is None:
-            local, every_rank = self._indices_by_order(loss)
+            start, stop = self._order_bounds(loss)
+            length = stop - start
+            # Views of the plan only where needed: each costs a dispatch on the step's path.
+            deferred = self._world_size == 1
+            if deferred and self._unit_weights:
+                local = None
+            else:
+                assert self._indices_on_device is not None
+                rows = self._indices_on_device[start:stop]  # (b, ranks), a view: no copy
+                local = rows[:, self._rank]
+                every_rank = None if deferred else rows.T  # (ranks, b), a view: no sync
         else:
             local = self._explicit_indices(indices, loss.device)
-            every_rank = None
-        if self.score_source.per_sample and (loss.dim() == 0 or loss.shape[0] != local.shape[0]):
+            start, length, deferred = 0, local.shape[0], False
+        if self.score_source.per_sample and (loss.dim() == 0 or loss.shape[0] != length):
             raise ValueError(
                 f"loss: per-sample scoring needs one loss per sample of the batch "
-                f"(reduction='none', length {local.shape[0]}), got shape {tuple(loss.shape)}; "
+                f"(reduction='none', length {length}), got shape {tuple(loss.shape)}; "
                 "for a scalar mean loss wrap the handler with BLS(...).proxy()"
             )
-        batch_weights = None if self._unit_weights else self.weights.index_select(0, local)
+        batch_weights = None
+        if not self._unit_weights:
+            assert local is not None
+            batch_weights = self.weights.index_select(0, local)
         returned, measurement = self.score_source.measure(loss, batch_weights)
         if measurement is not None:
-            self._record(local, every_rank, measurement)
+            if deferred:
+                self._defer(measurement, start, length)
+            else:
+                assert local is not None
+                self._flush()  # earlier deferred batches first: scores change in step order
+                self._record(local, every_rank, measurement)
+                self._pending_from = self._updates + 1
         self._updates += 1
         return returned
 
-    def _indices_by_order(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices of the k-th batch of this epoch: on this rank, and ``(ranks, b)`` for all."""
+    def _defer(self, measurement: torch.Tensor, start: int, length: int) -> None:
+        """Copy this batch's measurement into its slot of the epoch's pending buffer."""
+        assert self._batch_size is not None and self._iterator is not None
+        if self._pending is None:
+            slots = self._iterator.shard.size
+            if not self.score_source.per_sample:
+                slots = -(-slots // self._batch_size)  # one per batch
+            self._pending = torch.empty(slots, dtype=torch.float32, device=self._scores.device)
+        if self.score_source.per_sample:
+            self._pending[start : start + length].copy_(measurement)
+        else:
+            self._pending[self._updates : self._updates + 1].copy_(measurement.reshape(1))
+
+    def _flush(self) -> None:
+        """Fold the deferred batches into the scores, exactly as recording them one by one.
+
+        Within one epoch of one process no index repeats (the plan is a set and is never
+        padded), so one vectorised ``record`` equals the sequence of per-batch ones; BLS's
+        batches are recorded as rows of a ``(batches, batch_size)`` index matrix, each with its
+        own batch loss. Device-side only: no host synchronisation.
+        """
+        first, last = self._pending_from, self._updates
+        if first >= last or self._pending is None:
+            return
+        assert self._indices_on_device is not None and self._batch_size is not None
+        size, order = self._batch_size, self._indices_on_device[:, 0]
+        record = self.score_source.record
+        if self.score_source.per_sample:
+            lo, hi = first * size, min(last * size, order.shape[0])
+            self._nonfinite += record(
+                self._scores, order[lo:hi].unsqueeze(0), self._pending[lo:hi].unsqueeze(0)
+            )
+        else:
+            whole = min(last, order.shape[0] // size)  # batches of full size
+            if whole > first:
+                self._nonfinite += record(
+                    self._scores,
+                    order[first * size : whole * size].view(-1, size),
+                    self._pending[first:whole].unsqueeze(1),
+                )
+            if last > whole:  # the epoch's shorter last batch
+                self._nonfinite += record(
+                    self._scores,
+                    order[whole * size :].unsqueeze(0),
+                    self._pending[whole:last].unsqueeze(1),
+                )
+        self._pending_from = last
+
+    def _order_bounds(self, loss: torch.Tensor) -> tuple[int, int]:
+        """Where the k-th batch of this epoch lies in the rank's shard: ``[start, stop)``."""
         if self.return_indices or self._loader.sharded_by_framework:
             raise ValueError(
                 "indices: this loader needs explicit indices; call update(loss, indices=...) "
@@ -252,9 +338,7 @@ class PruningDataset(Dataset[Any]):
                 f"the loader has drawn {self._iterator.position} indices, batch needs {stop}; "
                 "call update() once per batch, after the batch was drawn"
             )
-        assert self._indices_on_device is not None
-        rows = self._indices_on_device[start:stop]  # (b, ranks), a view: no copy, no sync
-        return rows[:, self._rank], rows.T
+        return start, stop
 
     def _explicit_indices(self, indices: Any, device: torch.device) -> torch.Tensor:
         local = torch.as_tensor(indices)
@@ -283,13 +367,16 @@ class PruningDataset(Dataset[Any]):
                     for v, p in zip(values, pieces, strict=True)
                 ]
             )
-        self._nonfinite += self.score_source.record(self.scores, indices, measurements)
+        self._nonfinite += self.score_source.record(self._scores, indices, measurements)
 
     def _move_state_to(self, device: torch.device) -> None:
-        if self.scores.device != device:
-            self.scores = self.scores.to(device)
+        if self._scores.device != device:
+            self._flush()
+            self._scores = self._scores.to(device)
             self.weights = self.weights.to(device)
             self._nonfinite = self._nonfinite.to(device)
+            if self._pending is not None:
+                self._pending = self._pending.to(device)
         if self._indices_on_device is not None and self._indices_on_device.device != device:
             self._indices_on_device = self._indices_on_device.to(device, non_blocking=True)
 
@@ -302,7 +389,9 @@ class PruningDataset(Dataset[Any]):
         self._indices_on_device = None
         self._updates = 0
         self._unit_weights = True
-        self._nonfinite = torch.zeros((), dtype=torch.int64, device=self.scores.device)
+        self._nonfinite = torch.zeros((), dtype=torch.int64, device=self._scores.device)
+        self._pending = None
+        self._pending_from = 0
         self._rank, self._world_size = rank_and_world_size()
 
     def _set_epoch(self, epoch: int) -> None:
@@ -336,9 +425,10 @@ class PruningDataset(Dataset[Any]):
         else:
             shard = plan[rank::world_size]
             table = plan.reshape(-1, world_size)
-        self._indices_on_device = torch.from_numpy(table).to(self.scores.device, non_blocking=True)
+        self._indices_on_device = torch.from_numpy(table).to(self._scores.device, non_blocking=True)
         self._iterator = _EpochIterator(shard)
         self._updates = 0
+        self._pending, self._pending_from = None, 0
         return self._iterator
 
     def _decide(self, epoch: int) -> None:
@@ -358,7 +448,7 @@ class PruningDataset(Dataset[Any]):
         if plan.upweighted.size and plan.up_weight != 1.0:
             weights[torch.from_numpy(plan.upweighted.astype(np.int64, copy=False))] = plan.up_weight
         self._reset_epoch_runtime()
-        self.weights = weights.to(self.scores.device)
+        self.weights = weights.to(self._scores.device)
         self._unit_weights = not (plan.upweighted.size and plan.up_weight != 1.0)
         self._epoch = epoch
         self._decided = indices
@@ -428,6 +518,7 @@ class PruningDataset(Dataset[Any]):
         self._close_epoch()
 
     def _close_epoch(self) -> None:
+        self._flush()
         if self._iterator is None or not self.history:
             return
         record = self.history[-1]
@@ -479,6 +570,7 @@ class PruningDataset(Dataset[Any]):
         ``update()``; the resumed run then decides the following epochs exactly as the
         uninterrupted run.
         """
+        self._flush()
         history = [dict(record) for record in self.history]
         if self._iterator is not None and history and "updates" not in history[-1]:
             # A resumed run never closes this epoch: store what closing it records, so the
@@ -511,11 +603,11 @@ class PruningDataset(Dataset[Any]):
                     f"state_dict: saved {key}={state[key]!r} does not match this handler's "
                     f"{key}={mine!r}"
                 )
-        device = self.scores.device
+        device = self._scores.device
         self.seed = int(state["seed"])
         self._batch_size = int(state["batch_size"]) if state["batch_size"] > 0 else None
         self._reset_epoch_runtime()
-        self.scores = state["scores"].to(device=device, dtype=torch.float32).clone()
+        self._scores = state["scores"].to(device=device, dtype=torch.float32).clone()
         self.history = [dict(record) for record in state["history"]]
         self._warned_nonfinite = bool(state["warned_nonfinite"])
         epoch = int(state["epoch"])
