@@ -2,8 +2,9 @@
 
 The child process imports the library, records its resident set, builds a handler over an
 index-only data set (no memory per item), fills the scores with loss-like values in chunks,
-decides two pruning epochs and reports: the state the handler keeps (scores, weights, the
-plan) in bytes per sample, the decision time, and the peak resident set
+decides two pruning epochs, runs one ``update()`` and reports: the state the handler keeps
+(scores, weights, the plan, and the epoch's buffer of deferred per-sample losses that the first
+``update()`` allocates) in bytes per sample, the decision time, and the peak resident set
 (``resource.getrusage``) against the resident set before the handler existed.
 
 Run: ``taskset -c 1 python benchmarks/bench_memory.py`` (``--tiny`` for a smoke run).
@@ -12,6 +13,7 @@ Run: ``taskset -c 1 python benchmarks/bench_memory.py`` (``--tiny`` for a smoke 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -65,10 +67,13 @@ def child(n: int, policy: str) -> dict[str, Any]:
             iterator = iter(handler.sampler)
             times.append(time.perf_counter() - start_time)
     plan = iterator.shard
+    batch = list(itertools.islice(iterator, 256))
+    handler.update(torch.ones(len(batch)))  # allocates the epoch's buffer of deferred losses
     state = {
         "scores": handler.scores.element_size() * handler.scores.numel(),
         "weights": handler.weights.element_size() * handler.weights.numel(),
         "plan": plan.nbytes,
+        "pending": handler._pending.element_size() * handler._pending.numel(),
     }
     # The plan shares memory with the device table on CPU (torch.from_numpy, .to(cpu) no-op).
     return {
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"memory {policy:9s} N={n:,d}: state {r['state_bytes_per_sample']:.2f} bytes/sample "
             f"(scores {s['scores'] / n:.0f} + weights {s['weights'] / n:.0f} + plan "
-            f"{s['plan'] / n:.2f}, plan {r['plan_dtype']}, kept {r['kept']:,d}); decision "
+            f"{s['plan'] / n:.2f} + deferred losses {s['pending'] / n:.2f}, plan "
+            f"{r['plan_dtype']}, kept {r['kept']:,d}); decision "
             f"{r['decision_s'][0]:.2f} s / {r['decision_s'][1]:.2f} s (epochs 1, 2); peak RSS "
             f"{r['peak_rss_mib']:.0f} MiB (before the handler {r['rss_before_mib']:.0f} MiB, "
             f"peak extra {r['peak_extra_bytes_per_sample']:.1f} bytes/sample)"

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     summary.append(
         (
-            "handler state per sample (scores + weights + plan)",
+            "handler state per sample (scores + weights + plan + deferred losses)",
             f"<= {TARGETS['bytes_per_sample']:.0f} B",
             f"{state:.2f} B",
             verdict(state <= TARGETS["bytes_per_sample"]),
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     summary.append(
         (
-            "end to end: measured saving / ideal saving (InfoBatch 0.5, num_workers=2)",
+            "end to end: measured wall-time saving / ideal saving (InfoBatch 0.5, num_workers=2)",
             f">= {TARGETS['e2e_ratio']}",
             f"{e2e['ratio']:.3f}",
             verdict(e2e["ratio"] >= 0.95),
@@ -204,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
             f">= {TARGETS['e2e_ratio']}",
             f"{e2e['cpu_ratio']:.3f}",
             verdict(e2e["cpu_ratio"] >= 0.95),
+        )
+    )
+    summary.append(
+        (
+            "end to end, from the time measured inside the library (same runs)",
+            f">= {TARGETS['e2e_ratio']}",
+            f"{e2e['library_ratio']:.3f}",
+            verdict(e2e["library_ratio"] >= 0.95),
         )
     )
     lr = loader["loader"]["ratio"]
@@ -319,17 +327,24 @@ def main(argv: list[str] | None = None) -> None:
         f"CPU, batch {update['batch']}, N = {update['n']:,d}, InfoBatch (prune 0.5). Epoch 0 "
         "keeps every weight at 1, so the weight lookup is skipped; epoch 1 up-weights part of "
         "the data, so it runs. Only the `update()` call is timed; the loss comes from a linear "
-        "model with autograd. One core."
+        "model with autograd. In one process the order route only copies each batch's losses "
+        "into a buffer and the scores absorb the buffered batches in one vectorised step when "
+        "they are next read (here at the epoch's end); that step's time is spread over the "
+        "epoch's calls and included. One core."
     )
     add("")
-    add("| scoring | route | epoch | weights | us / call (median) |")
-    add("|---|---|---:|---|---:|")
+    add(
+        "| scoring | route | epoch | weights | us / call (median) | folding in per epoch (ms) "
+        "| us / call, all included |"
+    )
+    add("|---|---|---:|---|---:|---:|---:|")
     for r in update["update"]:
         add(
             f"| {r['mode']} | {r['route']} | {r['epoch']} | "
-            f"{'looked up' if r['weighted'] else 'all 1 (skipped)'} | {r['us']:.1f} |"
+            f"{'looked up' if r['weighted'] else 'all 1 (skipped)'} | {r['median_us']:.1f} | "
+            f"{r['flush_ms']:.2f} | {r['us']:.1f} |"
         )
-    add(f"| bare `loss.mean()` with autograd | | | | {update['bare_mean_us']:.1f} |")
+    add(f"| bare `loss.mean()` with autograd | | | | {update['bare_mean_us']:.1f} | | |")
     add("")
     add(
         "No host-device synchronisation: `tests/test_no_sync.py` makes `.item()`, `.cpu()`, "
@@ -344,8 +359,12 @@ def main(argv: list[str] | None = None) -> None:
     add("")
     add(
         "A fresh process per policy builds the handler over an index-only data set, fills "
-        "the scores and decides two pruning epochs. State = scores (float32) + weights "
-        "(float32) + the epoch's index plan (int32 below 2**31 samples). Peak RSS from "
+        "the scores, decides two pruning epochs and runs one `update()`. State = scores "
+        "(float32) + weights (float32) + the epoch's index plan (int32 below 2**31 samples) + "
+        "the epoch's buffer of deferred per-sample losses (float32, one per planned sample, "
+        "allocated by the first `update()`; one per batch with BLS). An epoch that keeps every "
+        "sample has a plan and a buffer of 4 bytes per sample each: 16 bytes per sample, the "
+        "bound. Peak RSS from "
         "`resource.getrusage`; 'before' is the interpreter with torch imported."
     )
     add("")
@@ -372,9 +391,10 @@ def main(argv: list[str] | None = None) -> None:
         "0.875, per-sample losses) run the same loop, and a plain loader without any handler "
         f"for reference. {c['repeats']} repeats; within each, the three runs interleave epoch "
         "by epoch (order alternating). Every repeat does the same work (same seeds, same plans), "
-        "and other processes only ever add time, so each configuration's time is the sum over "
-        "epochs of that epoch's best time over the repeats; the median over repeats of the "
-        "paired `1 - t_InfoBatch / t_Full` is given too."
+        "and the Full and InfoBatch runs of a repeat share the machine's slow drifts, so the "
+        "measured saving is the median over repeats of the paired `1 - t_InfoBatch / t_Full`. "
+        "The sum over epochs of each epoch's best time over the repeats is given too; minima "
+        "of noisy epochs favour the run with more short epochs, so it is not the headline."
     )
     add("")
     t = e2e["seconds"]
@@ -387,11 +407,14 @@ def main(argv: list[str] | None = None) -> None:
     add("")
     add(
         f"Kept per epoch: {e2e['kept']}. Ideal saving `1 - sum(kept) / (N * E)` = "
-        f"{e2e['ideal_saving']:.4f}; measured saving `1 - t_InfoBatch / t_Full` = "
-        f"{e2e['measured_saving']:.4f} (median of the paired repeats: "
-        f"{e2e['paired_median_saving']:.4f}; per repeat: "
+        f"{e2e['ideal_saving']:.4f}; measured saving, median of the paired "
+        f"`1 - t_InfoBatch / t_Full` = {e2e['measured_saving']:.4f} (per repeat: "
         f"{', '.join(f'{x:.3f}' for x in e2e['paired_savings'])}); ratio "
-        f"**{e2e['ratio']:.3f}**. `bls.Full` "
+        f"**{e2e['ratio']:.3f}** (single repeats range from "
+        f"{min(e2e['paired_savings']) / e2e['ideal_saving']:.2f} to "
+        f"{max(e2e['paired_savings']) / e2e['ideal_saving']:.2f}). From the best-epoch sums: "
+        "saving "
+        f"{e2e['best_saving']:.4f}, ratio {e2e['best_ratio']:.3f}. `bls.Full` "
         "against the "
         f"plain loader: {e2e['full_vs_plain']:+.1%}. All runs (s): {e2e['runs']}."
     )
@@ -405,6 +428,18 @@ def main(argv: list[str] | None = None) -> None:
         f"CPU-time saving / ideal = **{e2e['cpu_ratio']:.3f}**. Wall time on this 2-core VM "
         "varies by about 20% between identical epochs (per-epoch times are in the JSON), which "
         "is why the wall-time ratio moves between repeats."
+    )
+    add("")
+    ls = e2e["library_seconds"]
+    add(
+        "Time spent inside the library itself (the epoch's decision in `set_epoch` plus every "
+        "`update()`, wall time, median of the repeats) is measured directly and is far steadier: "
+        f"Full {ls['Full']:.3f} s, InfoBatch {ls['InfoBatch']:.3f} s "
+        f"({ls['InfoBatch'] / t['InfoBatch']:.2%} of the InfoBatch run). Had all other time "
+        "(model, data) scaled exactly with the samples trained on, the ratio would be "
+        f"**{e2e['library_ratio']:.3f}**: what the library itself costs. The gap between this "
+        "and the wall-time ratio is the machine's noise plus costs outside the library that do "
+        "not shrink with the epoch (a pruned epoch's partial last batch, loader start-up)."
     )
     add("")
     add("## Data path")
