@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / "log.json").write_text(json.dumps(result, indent=2))
     if world_size > 1:
+        dist.barrier()  # leave together: a rank exiting while others still talk can abort
         dist.destroy_process_group()
     return result
 
