@@ -19,6 +19,8 @@ A scenario is a plain dict (it crosses the process boundary by pickling):
 from __future__ import annotations
 
 import datetime
+import faulthandler
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,18 @@ from bls.handler import PruningDataset
 SEED = 3
 FEATURES = 8
 CLASSES = 3
+
+# DataLoader workers come from a fork server, never from forking a rank: once the process group
+# is up a rank runs gloo's threads, and forking a multithreaded process can hang or crash (a rank
+# here stalled 60 s in CI; a stress loop of fork-started workers beside gloo collectives killed a
+# rank with SIGSEGV within minutes, the same loop from a fork server ran clean for 5). The server
+# imports torch and this module once (``_start_rank``), so a worker starts in milliseconds;
+# "spawn" (what a child of mp.spawn inherits) would re-import torch for every worker of every
+# epoch.
+WORKER_CONTEXT = multiprocessing.get_context("forkserver")
+# A launch takes seconds. Should a rank hang anyway, every thread's stack goes to stderr (which
+# pytest shows with the failure) before gloo's 60 s timeout ends the run with a bare message.
+WATCHDOG_SECONDS = 40
 
 
 class IndexedData(Dataset[Any]):
@@ -123,9 +137,7 @@ def train(
         batch_size=cfg["batch"],
         drop_last=cfg["drop_last"],
         num_workers=cfg["num_workers"],
-        # A child of mp.spawn inherits the "spawn" start method, whose workers re-import torch
-        # every epoch (seconds each); torchrun's processes fork their workers, as here.
-        multiprocessing_context="fork" if cfg["num_workers"] else None,
+        multiprocessing_context=WORKER_CONTEXT if cfg["num_workers"] else None,
         persistent_workers=cfg.get("persistent_workers", False),
     )
     records = []
@@ -198,8 +210,14 @@ def run_scenario(
     }
 
 
-def _init(rank: int, world_size: int, out: Path) -> None:
+def _start_rank() -> None:
+    """First thing in a launched rank."""
     torch.set_num_threads(1)  # two processes on two busy cores; also fixes reduction order
+    WORKER_CONTEXT.set_forkserver_preload(["torch", "bls", __name__])
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS)
+
+
+def _init(rank: int, world_size: int, out: Path) -> None:
     # A short timeout turns a deadlock (ranks running different batch counts) into a failure.
     dist.init_process_group(
         "gloo",
@@ -215,6 +233,7 @@ def _shut_down() -> None:
     # ("terminate called without an active exception"): meet first.
     dist.barrier()
     dist.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()
 
 
 def distributed_phase(
@@ -222,6 +241,7 @@ def distributed_phase(
 ) -> None:
     """``test_distributed``: every scenario under DDP, plus raw gathers of large int64 indices."""
     out_dir = Path(out)
+    _start_rank()
     _init(rank, world_size, out_dir)
     results: dict[str, Any] = {"rank": rank, "world_size": world_size}
     # Indices past 2**53 (beyond float64, let alone bf16) must travel exactly.
@@ -241,7 +261,7 @@ def resume_phase(
     process group yet) and then under DDP; ``resume=False`` runs all epochs and checkpoints
     after epoch ``stop``, ``resume=True`` restores that checkpoint and runs the rest."""
     out_dir = Path(out)
-    torch.set_num_threads(1)
+    _start_rank()
     phase = "resumed" if resume else "full"
     results: dict[str, Any] = {}
     for mode in ("single", "ddp"):
