@@ -97,9 +97,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(model)
 
-    # The three lines: handler (above), loader, update (below).
+    # The three lines: handler (above), loader, update (below). Under a process group the
+    # workers come from a fork server, started once: forking a process that runs the group's
+    # threads can hang or crash it.
     loader = DataLoader(
-        handler, sampler=handler.sampler, batch_size=args.batch_size, num_workers=args.workers
+        handler,
+        sampler=handler.sampler,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        multiprocessing_context="forkserver" if args.workers and world_size > 1 else None,
+        persistent_workers=args.workers > 0,
     )
     batches_per_rank = []
     for epoch in range(start_epoch, args.epochs):

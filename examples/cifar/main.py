@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -130,15 +131,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args.prune_ratio = args.ratio
     handler = bls.prune(train_set, args)  # BLS_* take the mean loss, the others per-sample
     use_bls = args.prune_type.startswith("BLS_")
+    # Under a process group the workers come from a fork server and live across epochs: forking
+    # a process that runs the group's threads can hang or crash it (README, "Loader workers").
+    workers: dict[str, Any] = {
+        "num_workers": args.workers,
+        "persistent_workers": args.workers > 0,
+        "multiprocessing_context": "forkserver" if args.workers and world_size > 1 else None,
+    }
     train_loader = DataLoader(
         handler,
         sampler=handler.sampler,
         batch_size=args.batch_size,
-        num_workers=args.workers,
-        persistent_workers=args.workers > 0,
         pin_memory=device.type == "cuda",
+        **workers,
     )
-    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, num_workers=args.workers)
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, **workers)
 
     # 2. Model, optimizer, the epoch-aware one-cycle schedule, loss, mixed precision.
     model: nn.Module = build_resnet(args.model, info.num_classes, args.width).to(device)

@@ -19,6 +19,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -154,16 +155,22 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         train_set = Subset(train_set, range(min(args.subset, len(train_set))))
     handler = bls.prune(train_set, args)  # reads prune_type, prune_ratio, epochs, alpha, ...
     use_bls = args.prune_type.startswith("BLS_")
+    # Under a process group the workers come from a fork server and live across epochs: forking
+    # a process that runs the group's threads can hang or crash it (README, "Loader workers").
+    workers: dict[str, Any] = {
+        "num_workers": args.num_workers,
+        "persistent_workers": args.num_workers > 0,
+        "multiprocessing_context": "forkserver" if args.num_workers and world_size > 1 else None,
+    }
     train_loader = DataLoader(
         handler,
         sampler=handler.sampler,
         batch_size=args.batch_size,
-        num_workers=args.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
-        persistent_workers=args.num_workers > 0,
+        **workers,
     )
-    test_loader = DataLoader(test_set, batch_size=2 * args.batch_size, num_workers=args.num_workers)
+    test_loader = DataLoader(test_set, batch_size=2 * args.batch_size, **workers)
 
     # 2. Model and optimizer from timm's factories; the epoch-aware schedule drives the LR.
     extra = {"img_size": args.input_size} if "vit" in args.model or "deit" in args.model else {}
