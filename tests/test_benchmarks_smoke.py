@@ -94,3 +94,12 @@ def test_gpu_script_cpu_fallback(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["kind"] for r in result["runs"]] == ["Full", "InfoBatch", "BLS+InfoBatch"]
     assert all(r["steps"] > 0 for r in result["runs"])
     assert "steps/s" in out and "synchronised on 0 steps" in out
+
+
+def test_fork_worker_stress(capsys: pytest.CaptureFixture[str]) -> None:
+    # Two gloo ranks that start DataLoader workers from a fork server every epoch, for 2 s.
+    out, result = _run("stress_fork_workers", ["--tiny"], capsys)
+    [run] = result["runs"]
+    assert (run["start_method"], run["outcome"]) == ("forkserver", "ok")
+    assert run["epochs"] >= 1
+    assert "forkserver run 0: ok" in out
