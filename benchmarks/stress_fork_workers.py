@@ -21,6 +21,7 @@ smoke run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -99,8 +100,11 @@ def _run_launch(start_method: str, seconds: float) -> dict[str, Any]:
             outcome = outcome_file.read_text() if outcome_file.exists() else "no outcome"
         except subprocess.TimeoutExpired:
             outcome = "hung"
-            os.killpg(launch.pid, signal.SIGKILL)  # the launcher, its ranks and their workers
-            launch.wait()
+        # Whatever is left of the session: a hung launcher, or a rank or worker that a
+        # collective timeout left deadlocked (they survive spawn's SIGTERM).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launch.pid, signal.SIGKILL)
+        launch.wait()
         counts = [json.loads(p.read_text())["epochs"] for p in Path(out).glob("rank*.json")]
     epochs = min(counts) if len(counts) == WORLD else 0  # the epochs every rank finished
     return {"outcome": outcome, "epochs": epochs, "wall_s": round(time.perf_counter() - begun, 1)}
