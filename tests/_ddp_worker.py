@@ -39,12 +39,11 @@ FEATURES = 8
 CLASSES = 3
 
 # DataLoader workers come from a fork server, never from forking a rank: once the process group
-# is up a rank runs gloo's threads, and forking a multithreaded process can hang or crash (a rank
-# here stalled 60 s in CI; a stress loop of fork-started workers beside gloo collectives killed a
-# rank with SIGSEGV within minutes, the same loop from a fork server ran clean for 5). The server
-# imports torch and this module once (``_start_rank``), so a worker starts in milliseconds;
-# "spawn" (what a child of mp.spawn inherits) would re-import torch for every worker of every
-# epoch.
+# is up a rank runs gloo's threads, and forking a multithreaded process can deadlock (a rank
+# stalled 60 s in CI; fork-started workers beside gloo collectives stalled 3 runs of 3, a fork
+# server none: docs/ddp_workers.md). The server imports torch and this module once
+# (``_start_rank``), so a worker starts in milliseconds; "spawn" (what a child of mp.spawn
+# inherits) would re-import torch for every worker of every epoch.
 WORKER_CONTEXT = multiprocessing.get_context("forkserver")
 # A launch takes seconds. Should a rank hang anyway, every thread's stack goes to stderr (which
 # pytest shows with the failure) before gloo's 60 s timeout ends the run with a bare message.

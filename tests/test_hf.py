@@ -10,13 +10,13 @@ Trainer checkpoint reproduces the next epoch's sample list.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from _hf_setup import RecordingTrainer, TokenData, tiny_bert, training_arguments
+from _launch import run_two_ranks
 from accelerate.data_loader import prepare_data_loader
 from torch.utils.data import DataLoader
 
@@ -144,18 +144,8 @@ def test_accelerate_sharding_deals_the_global_plan_to_the_ranks(
 
 
 def test_trainer_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    result = subprocess.run(
-        [*command, "2", str(TESTS / "_hf_ddp.py"), str(tmp_path)],
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    # Which ranks saved their results tells a crash in training from one at exit.
-    saved = sorted(p.name for p in tmp_path.glob("rank*.pt"))
-    assert result.returncode == 0, f"results saved: {saved}\n{result.stderr[-3000:]}"
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    ranks = run_two_ranks([*torchrun, "2", str(TESTS / "_hf_ddp.py")], tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert all(r["rows_match"] for r in ranks)  # every index belongs to its own sample
     history = ranks[0]["history"]

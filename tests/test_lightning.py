@@ -17,6 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from _launch import run_two_ranks
 from _lightning_model import TinyModule, bls_scores, make_data
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -118,17 +119,7 @@ def test_resume_from_lightning_checkpoint_gives_the_same_next_epoch(tmp_path: Pa
 
 
 def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(TESTS / "_lightning_ddp.py"), str(tmp_path)],
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    # Which ranks saved their results tells a crash in training from one at exit.
-    saved = sorted(p.name for p in tmp_path.glob("rank*.pt"))
-    assert result.returncode == 0, f"results saved: {saved}\n{result.stderr[-3000:]}"
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = run_two_ranks([sys.executable, str(TESTS / "_lightning_ddp.py")], tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["sampler_type"] for r in ranks] == ["PruningSampler"] * 2  # not replaced
     history = ranks[0]["history"]
