@@ -7,52 +7,62 @@ against the current library and reports what its section of the document needs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _load(name: str) -> ModuleType:
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def describe_exit(returncode: int) -> str:
+    """``exit status 1`` or ``killed by SIGABRT``: what a finished child process reports."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_state() -> Iterator[None]:
-    # The scripts pin torch to one thread and seed their models; keep that out of other tests.
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        yield
-    torch.set_num_threads(threads)
+def _run(name: str, args: list[str], timeout: float = 120.0) -> tuple[str, Any]:
+    """Run ``benchmarks/<name>.py`` in its own process, as a user does; return (stdout, result).
+
+    A child process keeps a crash in a native kernel (a oneDNN convolution aborted the whole
+    test session on one CPU) to this test, and keeps the scripts' ``torch.set_num_threads``
+    and seeding out of the other tests.
+    """
+    return _run_script(BENCHMARKS / f"{name}.py", args, timeout)
 
 
-def _run(name: str, args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, Any]:
-    result = _load(name).main(args)
-    out = capsys.readouterr().out
+def _run_script(script: Path, args: list[str], timeout: float) -> tuple[str, Any]:
+    shown = " ".join([script.name, *args])
+    command = [sys.executable, "-X", "faulthandler", str(script), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"{shown} ran past {timeout:.0f} s; its stderr ends:\n{error.stderr!s:.4000}")
+    if done.returncode != 0:
+        pytest.fail(
+            f"{shown} ended with {describe_exit(done.returncode)}; "
+            f"its output ends:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+    out = done.stdout
     assert out.startswith("machine: ") and "torch " in out and "numpy " in out
     line = [x for x in out.splitlines() if x.startswith("RESULT_JSON: ")]
     assert len(line) == 1
-    assert json.loads(line[0][len("RESULT_JSON: ") :]).keys() == result.keys()
-    return out, result
+    return out, json.loads(line[0][len("RESULT_JSON: ") :])
 
 
-def test_decision(capsys: pytest.CaptureFixture[str]) -> None:
-    out, result = _run("bench_decision", ["--tiny", "--repeats", "2"], capsys)
+def test_decision() -> None:
+    out, result = _run("bench_decision", ["--tiny", "--repeats", "2"])
     assert re.search(r"decision InfoBatch N= +1,000: \d+\.\d+ s", out)
     assert re.search(r"decision SeTa +N= +20,000: \d+\.\d+ s", out)
     assert {r["data"] for r in result["quality"]} >= {"gamma (loss-like)", "small (exact DP)"}
@@ -61,44 +71,54 @@ def test_decision(capsys: pytest.CaptureFixture[str]) -> None:
     assert exact["ours"] == pytest.approx(exact["exact"], rel=1e-9)
 
 
-def test_update(capsys: pytest.CaptureFixture[str]) -> None:
-    out, result = _run("bench_update", ["--tiny"], capsys)
+def test_update() -> None:
+    out, result = _run("bench_update", ["--tiny"])
     assert len(result["update"]) == 8  # 2 modes x 2 routes x 2 epochs
     assert {r["weighted"] for r in result["update"]} == {False, True}
     assert re.search(r"update\(\) bls +route=order +epoch 1 .*: \d+\.\d us/call", out)
     assert "bare loss.mean()" in out
 
 
-def test_memory(capsys: pytest.CaptureFixture[str]) -> None:
-    out, result = _run("bench_memory", ["--tiny", "--policies", "InfoBatch"], capsys)
+def test_memory() -> None:
+    out, result = _run("bench_memory", ["--tiny", "--policies", "InfoBatch"])
     row = result["memory"][0]
     assert row["n"] == 100_000 and row["peak_rss_mib"] > 0
     assert row["state_bytes_per_sample"] <= 16.0
     assert "bytes/sample" in out and "peak RSS" in out
 
 
-def test_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
-    out, result = _run("bench_end_to_end", ["--tiny"], capsys)
+def test_end_to_end() -> None:
+    out, result = _run("bench_end_to_end", ["--tiny"])
     assert 0.0 < result["ideal_saving"] < 1.0
     assert "ideal saving" in out and "ratio" in out
 
 
-def test_datapath(capsys: pytest.CaptureFixture[str]) -> None:
-    out, result = _run("bench_datapath", ["--tiny"], capsys)
+def test_datapath() -> None:
+    out, result = _run("bench_datapath", ["--tiny"])
     assert result["sampler"]["bls"] > 0 and result["loader"]["ratio"] > 0
     assert "M indices/s" in out and "samples/s" in out
 
 
-def test_gpu_script_cpu_fallback(capsys: pytest.CaptureFixture[str]) -> None:
-    out, result = _run("gpu_resnet18", ["--tiny", "--device", "cpu"], capsys)
+def test_gpu_script_cpu_fallback() -> None:
+    out, result = _run("gpu_resnet18", ["--tiny", "--device", "cpu"])
+    assert result["memory_format"] == "torch.contiguous_format"  # never channels_last on CPU
     assert [r["kind"] for r in result["runs"]] == ["Full", "InfoBatch", "BLS+InfoBatch"]
     assert all(r["steps"] > 0 for r in result["runs"])
     assert "steps/s" in out and "synchronised on 0 steps" in out
 
 
-def test_fork_worker_stress(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_crashing_script_fails_only_its_test(tmp_path: Path) -> None:
+    # A native abort in the child becomes this test's failure message, naming the signal.
+    script = tmp_path / "abort.py"
+    script.write_text("import os\nprint('machine: x', flush=True)\nos.abort()\n")
+    with pytest.raises(pytest.fail.Exception, match=r"abort\.py ended with killed by SIGABRT"):
+        _run_script(script, [], timeout=60)
+    assert describe_exit(2) == "exit status 2"
+
+
+def test_fork_worker_stress() -> None:
     # Two gloo ranks that start DataLoader workers from a fork server every epoch, for 2 s.
-    out, result = _run("stress_fork_workers", ["--tiny"], capsys)
+    out, result = _run("stress_fork_workers", ["--tiny"])
     [run] = result["runs"]
     assert (run["start_method"], run["outcome"]) == ("forkserver", "ok")
     assert run["epochs"] >= 1
