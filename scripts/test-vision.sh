@@ -11,4 +11,4 @@ fi
 .venv-vision/bin/python -m pip install -q -e ".[dev,examples]"
 # Only the example tests carry the vision marker; naming the file keeps pytest from importing
 # the Lightning/transformers tests, whose frameworks this environment does not install.
-.venv-vision/bin/python -m pytest -q -m vision tests/test_examples.py "$@"
+.venv-vision/bin/python -m pytest -q -n 1 -m vision tests/test_examples.py "$@"
