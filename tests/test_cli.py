@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -247,3 +248,72 @@ def test_missing_data_says_where_it_looked(
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run([], capsys)
     assert code == 2 and "demo" in out and "train" in out
+
+
+def _train_image_folder(root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--data",
+        "imagefolder",
+        "--data-path",
+        str(root),
+        "--image-size",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "out"),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("corrupt-image", r"train/class_1/002\.jpg: not a readable image \(cannot identify"),
+        ("extra-val-class", r"val: 1 class folder\(s\) are not classes of .*train: 'class_7'"),
+        ("empty-class", r"train: 1 class folder\(s\) hold no images: 'class_3'"),
+    ],
+)
+def test_bad_image_folders_stop_before_training_with_one_line(
+    damage: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_image_folder(tmp_path / "images", classes=3, per_class=4)
+    if damage == "corrupt-image":
+        (root / "train" / "class_1" / "002.jpg").write_bytes(b"\x00" * 64)
+    elif damage == "extra-val-class":
+        shutil.copytree(root / "val" / "class_0", root / "val" / "class_7")
+    else:
+        (root / "train" / "class_3").mkdir()
+    code, out, err = _run(_train_image_folder(root, tmp_path), capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("bls-prune: error: argument --data-path: ")
+    assert re.search(expected, err), err
+    assert "Traceback" not in err + out and "bls-prune train:" not in out  # nothing trained
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_image_that_fails_mid_run_ends_with_one_line(
+    workers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_image_folder(tmp_path / "images", classes=2, per_class=4)
+    (root / "train" / "class_0" / "002.jpg").write_bytes(b"\x00" * 64)
+    argv = _train_image_folder(root, tmp_path, "--no-image-check", "--workers", workers)
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("bls-prune: error: /") and "class_0/002.jpg: not a readable image" in err
+    assert "Traceback" not in err and "bls-prune train:" in out  # it had started
+
+
+def test_too_few_batches_for_bls_is_said_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_image_folder(tmp_path / "images", classes=2, per_class=4)
+    argv = _train_image_folder(root, tmp_path, "--batch-size", "64", "--method", "BLS_InfoBatch")
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    [line] = [x for x in err.splitlines() if x.startswith("bls-prune: warning: ")]
+    assert "epoch 0: the loader makes 1 batch(es) of batch_size=64 from 8 samples" in line
+    assert "saved 0.0% of samples" in out

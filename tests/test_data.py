@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from bls.data import (
     CIFAR_STATS,
+    BadDataError,
     DataNotFoundError,
     load_cifar,
     load_data,
@@ -113,3 +115,75 @@ def test_missing_data_names_the_paths(tmp_path: Path) -> None:
         load_data("mnist")
     with pytest.raises(ValueError, match="data_path"):
         load_data("cifar10")
+
+
+def _truncate(path: Path, drop: int | None = None) -> None:
+    """Cut the file's end: its second half, or its last ``drop`` bytes."""
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - (drop or len(raw) // 2)])
+
+
+def test_unreadable_images_are_found_before_training(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path, classes=2, per_class=4)
+    (root / "train" / "class_1" / "002.jpg").write_bytes(b"not an image at all")
+    _truncate(root / "val" / "class_0" / "001.png")
+    with pytest.raises(BadDataError) as raised:
+        load_image_folder(root, image_size=8)
+    message = str(raised.value)
+    assert "\n" not in message and "002.jpg: not a readable image" in message
+    (root / "train" / "class_1" / "002.jpg").unlink()
+    with pytest.raises(BadDataError, match=r"001\.png: not a readable image"):
+        load_image_folder(root, image_size=8)
+    train, test, _ = load_image_folder(root, image_size=8, check_images=False)
+    assert len(train) == 7 and len(test) == 4
+    with pytest.raises(BadDataError, match=r"val/class_0/001\.png: not a readable image"):
+        test[1]  # the same file, read without the check first
+
+
+def test_several_unreadable_images_are_counted(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path, classes=2, per_class=4)
+    for name in ("000.jpg", "003.png"):
+        (root / "train" / "class_0" / name).write_bytes(b"")
+    with pytest.raises(BadDataError, match=r"^2 of 8 images are unreadable; the first: .*000\.jpg"):
+        load_image_folder(root, image_size=8)
+
+
+def test_a_truncated_jpeg_fails_when_read_and_names_the_file(tmp_path: Path) -> None:
+    # Its header is intact, so the cheap check passes; decoding it fails, with the file named.
+    root = write_image_folder(tmp_path, classes=2, per_class=4)
+    _truncate(root / "train" / "class_0" / "002.jpg", drop=40)  # part of the scan data
+    train, _, _ = load_image_folder(root, image_size=8, augment=False)
+    assert train[1][1] == 0
+    with pytest.raises(BadDataError, match=r"class_0/002\.jpg: not a readable image \(image file"):
+        train[2]
+
+
+def test_class_folders_must_agree_between_train_and_val(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path, classes=3, per_class=4)
+    (root / "val" / "class_0").rename(root / "val" / "class_9")
+    with pytest.raises(
+        BadDataError, match=r"val: 1 class folder\(s\) are not classes of .*'class_9'"
+    ):
+        load_image_folder(root, image_size=8)
+    # A training class without validation images is allowed, and said.
+    (root / "val" / "class_9").rename(root / "val" / "unused")
+    shutil.rmtree(root / "val" / "unused")
+    with pytest.warns(UserWarning, match=r"no folder for 1 training class\(es\): 'class_0'"):
+        _, test, info = load_image_folder(root, image_size=8)
+    assert info.num_classes == 3 and sorted(set(test.targets)) == [1, 2]
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_empty_class_folder_is_an_error(tmp_path: Path, split: str) -> None:
+    root = write_image_folder(tmp_path, classes=2, per_class=4)
+    (root / "train" / "class_5").mkdir()
+    if split == "val":
+        (root / "train" / "class_5" / "a.png").write_bytes(
+            (root / "train" / "class_0" / "001.png").read_bytes()
+        )
+        (root / "val" / "class_5").mkdir()
+    (root / split / "class_5" / "notes.txt").write_text("not an image")
+    with pytest.raises(
+        BadDataError, match=rf"{split}: 1 class folder\(s\) hold no images: 'class_5'"
+    ):
+        load_image_folder(root, image_size=8)

@@ -17,7 +17,7 @@ import torch
 from _data import DictDataset, IndexedDataset, sample_loss
 from torch.utils.data import DataLoader
 
-from bls import BLS, AttributionWarning, InfoBatch, RandomPrune, SeTa, Static
+from bls import BLS, AttributionWarning, FewBatchesWarning, InfoBatch, RandomPrune, SeTa, Static
 from bls.policies import keep_ratio_of
 
 EPOCHS = 5
@@ -404,3 +404,35 @@ def test_pickled_copy_mid_epoch_keeps_attributing() -> None:
     handler.update(torch.tensor(2.0))
     assert torch.equal(clone.scores, handler.scores)
     assert torch.all(clone.scores[first] == 1.0)
+
+
+@pytest.mark.parametrize(
+    ("size", "batch_size"), [(40, 64), (40, 40), (40, 20), (200, 64), (90, 64)]
+)
+def test_bls_warns_once_when_an_epoch_has_fewer_than_two_batches(
+    size: int, batch_size: int
+) -> None:
+    handler = BLS(InfoBatch(IndexedDataset(size), num_epochs=6, prune_ratio=0.5), alpha=0.7)
+    handler = handler.proxy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(handler, 6, bls=True, batch_size=batch_size)
+    few = [w for w in caught if issubclass(w.category, FewBatchesWarning)]
+    # The first epoch whose plan fits in one batch (drop_last=False: ceil(kept / batch) < 2).
+    single = [r["epoch"] for r in handler.history if r["kept"] <= batch_size]
+    if not single:
+        assert few == []
+        return
+    assert len(few) == 1  # once per run, not every epoch
+    message = str(few[0].message)
+    assert message.startswith(f"epoch {single[0]}: the loader makes 1 batch(es) of batch_size")
+    assert "fewer than two batches" in message
+
+
+def test_per_sample_scores_need_no_second_batch() -> None:
+    # Per-sample losses tell samples apart inside one batch: no warning, and InfoBatch prunes.
+    handler = InfoBatch(IndexedDataset(40), num_epochs=4, prune_ratio=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewBatchesWarning)
+        run(handler, 4, bls=False, batch_size=64)
+    assert handler.saved_ratio > 0

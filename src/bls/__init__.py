@@ -8,7 +8,7 @@ Three lines turn a training loop into a pruned one::
 """
 
 from bls import diagnostics
-from bls.handler import AttributionWarning, PruningDataset
+from bls.handler import AttributionWarning, FewBatchesWarning, PruningDataset
 from bls.methods import BLS, PRUNE_TYPES, Full, InfoBatch, RandomPrune, SeTa, Static, prune
 from bls.policies import EpochPlan, is_pruning_epoch
 from bls.sampler import PruningSampler
@@ -24,6 +24,7 @@ __all__ = [
     "BatchLossEMA",
     "EpochOneCycleLR",
     "EpochPlan",
+    "FewBatchesWarning",
     "Full",
     "InfoBatch",
     "PerSampleLoss",

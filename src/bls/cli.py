@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import platform
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import Subset
 
 from bls import __version__
-from bls.data import DATA_SOURCES, DataInfo, DataNotFoundError, load_data
+from bls.data import DATA_SOURCES, BadDataError, DataInfo, DataNotFoundError, load_data
 from bls.models import MODEL_NAMES, build_model
 from bls.train import RunConfig, RunResult, build_handler, train
 
@@ -185,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=_positive, default=0.05, help="peak one-cycle learning rate")
     run.add_argument("--label-smoothing", type=_number(0, 1, high_open=True), default=0.0)
     run.add_argument("--workers", type=_integer(0), default=0, help="DataLoader workers")
+    run.add_argument(
+        "--no-image-check",
+        dest="check_images",
+        action="store_false",
+        help="imagefolder: skip opening every image before training (unreadable files then "
+        "stop the run when they are read)",
+    )
     _common(run, default_threads=None)
     return parser
 
@@ -282,7 +290,7 @@ def _config(args: argparse.Namespace, method: str, **settings: Any) -> RunConfig
 
 
 def _load(
-    name: str, data_path: Path | None, image_size: int, seed: int
+    name: str, data_path: Path | None, image_size: int, seed: int, check_images: bool = True
 ) -> tuple[Any, Any, DataInfo]:
     if name != "digits" and data_path is None:
         where = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
@@ -290,8 +298,10 @@ def _load(
             where = "train/<class>/ and val/<class>/"
         raise CliError(f"argument --data-path: --data {name} needs the folder holding {where}")
     try:
-        return load_data(name, data_path, image_size=image_size, seed=seed)
-    except DataNotFoundError as error:
+        return load_data(
+            name, data_path, image_size=image_size, seed=seed, check_images=check_images
+        )
+    except (DataNotFoundError, BadDataError) as error:
         raise CliError(f"argument --data-path: {error}") from None
     except ImportError as error:
         raise CliError(f"{error}") from None
@@ -503,7 +513,7 @@ def _train(args: argparse.Namespace) -> int:
     setup = _setup(args, "train")
     if args.threads is None and args.data == "digits":
         torch.set_num_threads(1)  # an 8x8 CNN is fastest on one thread
-    data = _load(args.data, args.data_path, args.image_size, args.seed)
+    data = _load(args.data, args.data_path, args.image_size, args.seed, args.check_images)
     _say(
         f"bls-prune train: {cfg.method} on {args.data} ({len(data[0])} train / {len(data[1])} "
         f"test), model {args.model}, epochs: {cfg.epochs}, on {setup.device}",
@@ -531,6 +541,26 @@ _FLAG_OF = {
 }
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line each, like errors: ``bls-prune: warning: ...``."""
+    _say(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _last_line(error: BaseException) -> str:
+    """The error's own message, also when a DataLoader worker wrapped it with its traceback."""
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].partition(": ")[2]
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bls-prune``; returns the exit status (0 success, 2 user error, 130 interrupted)."""
     parser = build_parser()
@@ -538,8 +568,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return _demo(args) if args.command == "demo" else _train(args)
+    except BadDataError as error:  # an unreadable image found while training
+        _say(f"{PROG}: error: {_last_line(error)}", file=sys.stderr)
+        return 2
     except CliError as error:
         _say(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

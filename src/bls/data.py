@@ -19,6 +19,7 @@ random state is never touched.
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 __all__ = [
     "DATA_SOURCES",
+    "BadDataError",
     "DataInfo",
     "DataNotFoundError",
     "ImageFolderDataset",
@@ -48,6 +50,11 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 class DataNotFoundError(FileNotFoundError):
     """The data set is not where it was looked for; the message lists the paths tried."""
+
+
+class BadDataError(ValueError):
+    """The data set is there but malformed: an unreadable image, an empty class folder, a
+    validation class the training set lacks. The message names the file or folder."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,11 @@ def load_cifar(
     return train, test, DataInfo(name, num_classes, 3, 32, tuple(classes))
 
 
+def _image_error(path: Path, error: BaseException) -> BadDataError:
+    reason = str(error) or type(error).__name__
+    return BadDataError(f"{path}: not a readable image ({reason}); remove or replace the file")
+
+
 class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
     """``root/<class>/<image>`` read lazily with Pillow, resized to ``image_size`` squared.
 
@@ -271,9 +283,14 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         root: the folder whose sub-folders are the classes (sorted by name: label order).
         image_size: side of the square output images.
         classes: class names to use (the training set's, so labels agree); default: the
-            sub-folders of ``root``.
+            sub-folders of ``root``. A class without a folder under ``root`` has no samples.
         augment: random horizontal flip.
         seed: seed of the augmentation generator.
+
+    Raises:
+        DataNotFoundError: ``root`` holds no images at all.
+        BadDataError: a class folder holds no images (it would add a class no sample has).
+            An image Pillow cannot decode raises it when the image is read.
     """
 
     def __init__(
@@ -289,16 +306,24 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
         self.classes = list(classes) if classes is not None else found
         self.samples: list[tuple[Path, int]] = []
+        empty = []
         for label, name in enumerate(self.classes):
             folder = self.root / name
             if not folder.is_dir():
                 continue
             files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                empty.append(name)
             self.samples.extend((path, label) for path in files)
         if not self.samples:
             raise DataNotFoundError(
                 f"no images found under {self.root}/<class>/ (extensions "
                 f"{', '.join(IMAGE_EXTENSIONS)})"
+            )
+        if empty:
+            raise BadDataError(
+                f"{self.root}: {len(empty)} class folder(s) hold no images: {_listed(empty)}; "
+                "each would be a class without samples: remove them or add images"
             )
         self.targets = [label for _, label in self.samples]
         self.image_size = int(image_size)
@@ -309,15 +334,38 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def check_images(self) -> None:
+        """Open every image's header and check it (Pillow's ``verify``), without decoding.
+
+        Raises:
+            BadDataError: naming how many images are unreadable and the first of them.
+        """
+        from PIL import Image
+
+        bad: list[tuple[Path, BaseException]] = []
+        for path, _ in self.samples:
+            try:
+                with Image.open(path) as opened:
+                    opened.verify()
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                bad.append((path, error))
+        if bad:
+            first = _image_error(*bad[0])
+            more = f"{len(bad)} of {len(self.samples)} images are unreadable; the first: "
+            raise BadDataError(more + str(first) if len(bad) > 1 else str(first))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
         path, label = self.samples[index]
-        with Image.open(path) as opened:
-            rgb = opened.convert("RGB").resize(
-                (self.image_size, self.image_size), Image.Resampling.BILINEAR
-            )
-            pixels = np.asarray(rgb, dtype=np.uint8)
+        try:
+            with Image.open(path) as opened:
+                rgb = opened.convert("RGB").resize(
+                    (self.image_size, self.image_size), Image.Resampling.BILINEAR
+                )
+                pixels = np.asarray(rgb, dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise _image_error(path, error) from None
         image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255.0
         image = (image - self.mean) / self.std
         if self.augment is not None:
@@ -325,13 +373,38 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
         return image, label
 
 
+def _listed(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def load_image_folder(
-    root: str | Path, image_size: int = 32, *, augment: bool = True, seed: int = 0
+    root: str | Path,
+    image_size: int = 32,
+    *,
+    augment: bool = True,
+    seed: int = 0,
+    check_images: bool = True,
 ) -> tuple[ImageFolderDataset, ImageFolderDataset, DataInfo]:
     """``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test/``), read with Pillow.
 
+    The layout is checked before anything trains: every class folder must hold images, and
+    every validation class must be a training class (labels come from the training folders).
+    A training class without validation images is allowed, with a warning.
+
+    Args:
+        root: the folder holding ``train/`` and ``val/`` (or ``test/``).
+        image_size: side of the square output images.
+        augment: random horizontal flip on the training set.
+        seed: seed of the augmentation generator.
+        check_images: open and verify every image's header first (cheap next to training:
+            no pixel is decoded), so an unreadable file stops the run before it starts rather
+            than mid-epoch. Files that pass but fail to decode still raise when read.
+
     Raises:
         DataNotFoundError: a split folder is missing or holds no images.
+        BadDataError: an empty class folder, a validation class the training set lacks, or
+            (with ``check_images``) an unreadable image.
         ImportError: Pillow is not installed.
     """
     try:
@@ -347,7 +420,26 @@ def load_image_folder(
             f"{root / 'val'}/<class>/<image> (or {root / 'test'})"
         )
     train = ImageFolderDataset(train_dir, image_size, augment=augment, seed=seed)
+    test_classes = sorted(p.name for p in test_dir.iterdir() if p.is_dir())
+    unknown = [name for name in test_classes if name not in train.classes]
+    if unknown:
+        raise BadDataError(
+            f"{test_dir}: {len(unknown)} class folder(s) are not classes of {train_dir}: "
+            f"{_listed(unknown)}; labels come from the training folders, so their images "
+            "could not be scored: rename or remove them"
+        )
     test = ImageFolderDataset(test_dir, image_size, classes=train.classes)
+    absent = [name for name in train.classes if name not in test_classes]
+    if absent:
+        warnings.warn(
+            f"{test_dir}: no folder for {len(absent)} training class(es): {_listed(absent)}; "
+            "the test accuracy covers the other classes only",
+            UserWarning,
+            stacklevel=2,
+        )
+    if check_images:
+        train.check_images()
+        test.check_images()
     info = DataInfo("imagefolder", len(train.classes), 3, image_size, tuple(train.classes))
     return train, test, info
 
@@ -359,6 +451,7 @@ def load_data(
     image_size: int = 32,
     augment: bool = True,
     seed: int = 0,
+    check_images: bool = True,
 ) -> tuple[Dataset[Any], Dataset[Any], DataInfo]:
     """Load one of :data:`DATA_SOURCES` as ``(train_set, test_set, info)``.
 
@@ -368,6 +461,8 @@ def load_data(
         image_size: output size for image folders.
         augment: training-set augmentation (CIFAR: crop and flip; image folder: flip).
         seed: seed of the augmentation.
+        check_images: image folders only: verify every image before returning (see
+            :func:`load_image_folder`).
     """
     if name not in DATA_SOURCES:
         raise ValueError(f"data: unknown data set {name!r}; allowed: {', '.join(DATA_SOURCES)}")
@@ -377,4 +472,6 @@ def load_data(
         raise ValueError(f"data_path: the {name} data set needs a folder (--data-path DIR)")
     if name in ("cifar10", "cifar100"):
         return load_cifar(data_path, name, augment=augment, seed=seed)
-    return load_image_folder(data_path, image_size, augment=augment, seed=seed)
+    return load_image_folder(
+        data_path, image_size, augment=augment, seed=seed, check_images=check_images
+    )

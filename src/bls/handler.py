@@ -28,13 +28,17 @@ from bls.policies import EpochPlan, Policy, is_pruning_epoch
 from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
 from bls.scores import NoScore, PerSampleLoss, ScoreSource
 
-__all__ = ["AttributionWarning", "PruningDataset"]
+__all__ = ["AttributionWarning", "FewBatchesWarning", "PruningDataset"]
 
 logger = logging.getLogger("bls")
 
 
 class AttributionWarning(UserWarning):
     """An epoch ended with a different number of ``update()`` calls than batches."""
+
+
+class FewBatchesWarning(UserWarning):
+    """An epoch has fewer than two batches, so batch-loss scores cannot tell samples apart."""
 
 
 class PruningDataset(Dataset[Any]):
@@ -110,6 +114,7 @@ class PruningDataset(Dataset[Any]):
         self._batch_size: int | None = None  # read from the loader, kept across epochs
         self._loader = LoaderInfo()  # the last loader that iterated the sampler
         self._warned_nonfinite = False
+        self._warned_few_batches = False
         self._reset_epoch_runtime()
 
     # ------------------------------------------------------------------ dataset protocol
@@ -429,7 +434,29 @@ class PruningDataset(Dataset[Any]):
         self._iterator = _EpochIterator(shard)
         self._updates = 0
         self._pending, self._pending_from = None, 0
+        self._warn_if_too_few_batches()
         return self._iterator
+
+    def _warn_if_too_few_batches(self) -> None:
+        """Warn once per run when BLS scores an epoch of fewer than two batches."""
+        source = self.score_source
+        if self._warned_few_batches or not source.records or source.per_sample:
+            return
+        batches = self._expected_batches()
+        if not self._batch_size or batches >= 2:
+            return
+        self._warned_few_batches = True
+        assert self._iterator is not None
+        warnings.warn(
+            f"epoch {self._epoch}: the loader makes {batches} batch(es) of batch_size="
+            f"{self._batch_size} from {self._iterator.shard.size} samples; BLS gives every "
+            "sample of a batch that batch's loss, so with fewer than two batches per epoch all "
+            "samples score alike and pruning cannot tell them apart (InfoBatch then prunes "
+            "none). Use a batch_size of at most half the samples, or per-sample losses "
+            "without BLS (warned once per run).",
+            FewBatchesWarning,
+            stacklevel=4,
+        )
 
     def _decide(self, epoch: int) -> None:
         """Decide epoch ``epoch``'s plan from the current scores (one host sync per epoch)."""
