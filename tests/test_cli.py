@@ -85,6 +85,38 @@ def test_demo_small_budget_end_to_end(tmp_path: Path) -> None:
             assert run["saved_ratio"] > 0.0
     png = (out / "results.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+    from PIL import Image
+
+    with Image.open(out / "results.png") as picture:
+        title = picture.text["Title"]  # type: ignore[attr-defined]
+    assert title == "digits (1,438 training samples), model: cnn, 3 epochs per run, seed 0"
+
+
+def test_results_figure_has_a_title_one_legend_and_epochs_from_zero() -> None:
+    from matplotlib.figure import Figure
+
+    from bls.cli import results_figure
+    from bls.train import EpochRecord, RunConfig, RunResult
+
+    def result(method: str, kept: list[int]) -> RunResult:
+        epochs = [EpochRecord(e, k, 1.0, 0.5 + 0.1 * e, 1.0, 0.1) for e, k in enumerate(kept)]
+        cfg = RunConfig(method=method, epochs=len(kept))
+        return RunResult(method, 0.7, 1 - sum(kept) / 300, 1.0, sum(kept), epochs, cfg)
+
+    runs = [result("Full", [100, 100, 100]), result("BLS_InfoBatch", [100, 60, 100])]
+    figure = results_figure(runs, "the title", Figure)
+    assert figure.get_suptitle() == "the title"
+    [legend] = figure.legends  # one legend, shared by both panels
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "Full (0% saved)",
+        "BLS_InfoBatch (13% saved)",
+    ]
+    accuracy, kept = figure.axes
+    assert accuracy.get_legend() is None and kept.get_legend() is None
+    assert list(kept.lines[1].get_xdata()) == [0, 1, 2]  # numbered as in results.json
+    assert list(kept.lines[1].get_ydata()) == [100, 60, 100]
+    # The same method has the same colour in both panels.
+    assert [x.get_color() for x in accuracy.lines] == [x.get_color() for x in kept.lines]
 
 
 def test_module_entry_point_reports_version(

@@ -400,10 +400,14 @@ def _write_results(
     }
     json_path = setup.out / "results.json"
     json_path.write_text(json.dumps(document, indent=2) + "\n")
-    return json_path, _plot(setup.out / "results.png", results)
+    title = (
+        f"{info.name} ({results[0].num_train:,} training samples), model: {model}, "
+        f"{results[0].config.epochs} epochs per run, seed {results[0].config.seed}"
+    )
+    return json_path, _plot(setup.out / "results.png", results, title)
 
 
-def _plot(path: Path, results: Sequence[RunResult]) -> Path | None:
+def _plot(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -413,36 +417,36 @@ def _plot(path: Path, results: Sequence[RunResult]) -> Path | None:
             file=sys.stderr,
         )
         return None
+    results_figure(results, title, Figure).savefig(path, dpi=110, metadata={"Title": title})
+    return path
+
+
+def results_figure(results: Sequence[RunResult], title: str, figure_class: Any) -> Any:
+    """Test accuracy and kept samples per epoch, one line per run, one shared legend."""
     # The object-oriented API: no pyplot, so no global backend is selected or changed.
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    figure = figure_class(figsize=(11, 4.8), layout="constrained")
+    figure.suptitle(title)
     accuracy_axes, kept_axes = figure.subplots(1, 2)
     for result in results:
-        epochs = [record.epoch + 1 for record in result.epochs]
+        # Epochs numbered from 0, as in results.json and the handler's history.
+        epochs = [record.epoch for record in result.epochs]
         style = "-" if result.method == "Full" else "--" if "BLS" in result.method else ":"
-        label = f"{result.method} ({100 * result.saved_ratio:.0f}% saved)"
-        accuracy_axes.plot(
-            epochs,
-            [100 * r.test_accuracy for r in result.epochs],
-            style,
-            marker="o",
-            markersize=3,
-            label=label,
-        )
+        common: dict[str, Any] = {"marker": "o", "markersize": 3}
+        line = accuracy_axes.plot(
+            epochs, [100 * r.test_accuracy for r in result.epochs], style, **common
+        )[0]
         kept_axes.plot(
-            epochs,
-            [r.kept for r in result.epochs],
-            style,
-            marker="o",
-            markersize=3,
-            label=result.method,
+            epochs, [r.kept for r in result.epochs], style, color=line.get_color(), **common
         )
+        line.set_label(f"{result.method} ({100 * result.saved_ratio:.0f}% saved)")
     accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     kept_axes.set(xlabel="epoch", ylabel="samples trained on", title="Kept samples per epoch")
-    accuracy_axes.legend(fontsize=8)
     for axes in (accuracy_axes, kept_axes):
         axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=110)
-    return path
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    # One legend for both panels: a method has the same colour and line style in each.
+    figure.legend(loc="outside lower center", ncols=min(len(results), 6), fontsize=8)
+    return figure
 
 
 def _warm_up(data: tuple[Any, Any, DataInfo], setup: _Setup) -> None:
