@@ -42,11 +42,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="per rank")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
-    parser.add_argument("--checkpoint", type=Path, default=Path("ddp_checkpoint.pt"))
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results/ddp_train"),
+        help="checkpoint and summary.json go here (default: results/ddp_train)",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="default: OUTPUT_DIR/checkpoint.pt"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--stop-after", type=int, default=-1, help="simulate preemption")
-    parser.add_argument("--out", type=Path, default=None, help="write a JSON summary here")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the JSON summary (default: OUTPUT_DIR/summary.json)"
+    )
+    args = parser.parse_args(argv)
+    args.checkpoint = args.checkpoint or args.output_dir / "checkpoint.pt"
+    args.out = args.out or args.output_dir / "summary.json"
+    return args
 
 
 def setup_distributed() -> tuple[torch.device, int, int]:
@@ -147,8 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"saved {handler.saved_ratio:.1%} of sample-steps, accuracy {summary['accuracy']:.3f}"
         )
-        if args.out is not None:
-            args.out.write_text(json.dumps(summary))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary))
     if world_size > 1:
         dist.barrier()  # leave together: a rank exiting while others still talk can abort
         dist.destroy_process_group()
@@ -166,6 +179,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "pruning": handler.state_dict(),
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
     os.replace(partial, path)

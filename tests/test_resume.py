@@ -117,6 +117,9 @@ def test_checkpoint_files_exist_for_every_scenario(runs: dict[str, Any]) -> None
     assert len(names) == 2 * len(SCENARIOS)
 
 
+FILES = ("checkpoint.pt", "summary.json")
+
+
 def test_the_ddp_example_resumes_exactly_in_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,11 +134,14 @@ def test_the_ddp_example_resumes_exactly_in_one_process(
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng():  # the example seeds the global generator
-            full = example.main([*common, "--checkpoint", str(tmp_path / "a.pt")])
+            fresh = tmp_path / "fresh"
+            fresh.mkdir()
+            monkeypatch.chdir(fresh)  # the defaults, from a user's working folder
+            full = example.main(common)
             stopped = example.main(
-                [*common, "--checkpoint", str(tmp_path / "b.pt"), "--stop-after", "1"]
+                [*common, "--output-dir", str(tmp_path / "b"), "--stop-after", "1"]
             )
-            resumed = example.main([*common, "--checkpoint", str(tmp_path / "b.pt"), "--resume"])
+            resumed = example.main([*common, "--output-dir", str(tmp_path / "b"), "--resume"])
     finally:
         torch.set_num_threads(threads)
     assert len(stopped["history"]) == 2 and resumed["start_epoch"] == 2
@@ -143,3 +149,7 @@ def test_the_ddp_example_resumes_exactly_in_one_process(
     assert resumed["history"] == full["history"]
     assert resumed["accuracy"] == full["accuracy"]
     assert resumed["saved_ratio"] == full["saved_ratio"] > 0
+    # Everything the example writes lands in its output folder (results/ is git-ignored).
+    written = sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*"))
+    assert written == ["results", "results/ddp_train", *(f"results/ddp_train/{n}" for n in FILES)]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == list(FILES)
