@@ -73,7 +73,7 @@ def child(n: int, policy: str) -> dict[str, Any]:
         "scores": handler.scores.element_size() * handler.scores.numel(),
         "weights": handler.weights.element_size() * handler.weights.numel(),
         "plan": plan.nbytes,
-        "pending": handler._pending.element_size() * handler._pending.numel(),
+        "pending": handler._state.pending.element_size() * handler._state.pending.numel(),
     }
     # The plan shares memory with the device table on CPU (torch.from_numpy, .to(cpu) no-op).
     return {

@@ -74,7 +74,7 @@ def time_updates(mode: str, route: str, n: int, epochs: int = 2) -> list[dict[st
                 start = time.perf_counter()
                 handler.update(loss)
             times.append(time.perf_counter() - start)
-        weighted = not handler._unit_weights
+        weighted = not handler._run.unit_weights
         start = time.perf_counter()
         scores = handler.scores  # folds the epoch's deferred batches in
         flush = time.perf_counter() - start

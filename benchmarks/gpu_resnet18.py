@@ -91,12 +91,12 @@ def checked_update(handler: Any, loss: torch.Tensor, cuda: bool) -> tuple[torch.
         return handler.update(loss), False
     # The update count tells whether the refused call stopped before changing any state (the
     # first call's copy of the score table to the GPU is refused before it is assigned).
-    before = getattr(handler, "_updates", None)
+    before = handler._run.updates
     torch.cuda.set_sync_debug_mode("error")
     try:
         return handler.update(loss), False
     except RuntimeError as error:
-        if "synchroniz" not in str(error).lower() or getattr(handler, "_updates", 0) != before:
+        if "synchroniz" not in str(error).lower() or handler._run.updates != before:
             raise
     finally:
         torch.cuda.set_sync_debug_mode(0)

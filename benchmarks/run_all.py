@@ -95,6 +95,14 @@ def plot(decision: list[dict[str, Any]], memory: list[dict[str, Any]], path: Pat
     return True
 
 
+# Measured by its own script (forkserver workers take about a minute); not rerun here.
+WORKER_PAYLOAD_NOTE = (
+    "What DataLoader workers receive (99 bytes per worker at N = 10^5 and 10^7, not the "
+    "200 MB a whole handler pickles to at 10^7) and their first-batch latency: "
+    "[worker_payload.md](worker_payload.md), `python benchmarks/bench_worker_payload.py`."
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
@@ -483,6 +491,8 @@ def main(argv: list[str] | None = None) -> None:
         "written, so it has no GPU figures yet; its CPU fallback runs in "
         "`tests/test_benchmarks_smoke.py`."
     )
+    add("")
+    add(WORKER_PAYLOAD_NOTE)
     add("")
     add("## Raw output")
     add("")

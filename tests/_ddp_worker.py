@@ -163,8 +163,9 @@ def train(
             record.setdefault("len_sampler", len(handler.sampler))
         if cfg.get("end_epoch", True):
             handler.end_epoch()
-        assert handler._plan is not None
-        record["plan"] = torch.from_numpy(handler._plan.copy())
+        shards = handler._run.shards  # the epoch's plan as laid out over the ranks
+        assert shards is not None
+        record["plan"] = torch.from_numpy(shards.plan.copy())
         record["weights"] = handler.weights.clone()
         record["handler_epoch"] = handler.epoch
         records.append(record)

@@ -107,6 +107,16 @@ def test_gpu_script_cpu_fallback() -> None:
     assert "steps/s" in out and "synchronised on 0 steps" in out
 
 
+def test_worker_payload() -> None:
+    out, result = _run("bench_worker_payload", ["--tiny"])
+    small, large = result["payload"]
+    # Only the stand-in dataset's length (a larger int) differs between the two sizes.
+    assert abs(small["worker_payload_bytes"] - large["worker_payload_bytes"]) < 16
+    assert large["worker_payload_bytes"] < 200
+    assert large["whole_pickle_bytes"] > 100 * large["worker_payload_bytes"]
+    assert "bytes per worker" in out and "first batch" in out
+
+
 def test_a_crashing_script_fails_only_its_test(tmp_path: Path) -> None:
     # A native abort in the child becomes this test's failure message, naming the signal.
     script = tmp_path / "abort.py"

@@ -1,4 +1,7 @@
-"""End-to-end behaviour of the handler with the stock DataLoader (SPEC sections 2-4, 6).
+"""End-to-end behaviour of the handler with the stock DataLoader.
+
+The rules are docs/design.md's 'Policies', 'Score sources', 'How a loss finds its samples' and
+'Bad input'.
 
 The data set's items carry their own index, and the "loss" is a known function of the index
 and the epoch, so the expected score of every sample is computed here independently from the

@@ -98,7 +98,7 @@ def test_update_reads_nothing_back(mode: str, explicit: bool, policy: str) -> No
                     # Reading the scores folds the deferred batches in: no host reads either.
                     assert handler.scores.dim() == 1
             out.backward()
-        weighted_epochs += not handler._unit_weights
+        weighted_epochs += not handler._run.unit_weights
     # The path really ran: scores moved off their start, and (InfoBatch) an up-weighted epoch
     # exercised the weight lookup.
     assert not torch.all(handler.scores == handler.scores[0])
@@ -124,4 +124,4 @@ def test_update_runs_on_values_it_cannot_read(mode: str, explicit: bool) -> None
         steps += 1
         if steps == 3:
             break
-    assert handler.scores.device.type == "meta" and handler._updates == 3
+    assert handler.scores.device.type == "meta" and handler._run.updates == 3

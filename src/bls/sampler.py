@@ -1,13 +1,15 @@
 """The sampler that hands each epoch's plan to a stock ``torch.utils.data.DataLoader``.
 
-How a loss finds its samples without patching torch (``SPEC.md`` section 3, route (a)):
-with ``in_order=True`` the DataLoader delivers batches in sampler order, so the k-th
+The sampler knows nothing of scores: it asks a :class:`PlanSource` (the handler) for the
+epoch's indices. What it adds is what it learns of the loader iterating it, for the order
+route of :mod:`bls.attribution` (docs/design.md, "How a loss finds its samples"): the k-th
 ``update()`` of an epoch belongs to positions ``[k*B, (k+1)*B)`` of this rank's share of the
-plan. ``B`` is not guessed: when the epoch's iteration begins, the sampler looks at the
-objects that called it (the ``BatchSampler`` holding ``batch_size`` and ``drop_last``, the
-DataLoader iterator holding ``in_order``) and reads them. Where no ``BatchSampler`` is found
+plan, so ``B`` must be known, not guessed. torch hands a sampler nothing of its loader, so
+when the epoch's iteration begins :func:`discover_loader` reads the objects that called it
+(the ``BatchSampler`` holding ``batch_size`` and ``drop_last``, the DataLoader iterator holding
+``in_order``). That is the one place that inspects frames; where it finds no ``BatchSampler``
 (a custom batch sampler), per-sample mode learns ``B`` from the first loss's length and BLS
-mode asks for explicit indices (route (b), ``return_indices=True``).
+mode asks for explicit indices (``return_indices=True``).
 
 Invariants:
 
@@ -25,7 +27,7 @@ import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 from torch.utils.data import BatchSampler
@@ -34,10 +36,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from bls.distributed import rank_and_world_size
 
-if TYPE_CHECKING:
-    from bls.handler import PruningDataset
-
-__all__ = ["LoaderInfo", "PruningSampler", "discover_loader"]
+__all__ = ["LoaderInfo", "PlanSource", "PruningSampler", "discover_loader"]
 
 _CHUNK = 4096
 _LOOKAHEAD_CLASSES = {"_RepeatSampler", "MultiEpochsDataLoader", "_RepeatSampler2"}
@@ -95,6 +94,31 @@ def discover_loader(max_depth: int = 12) -> LoaderInfo:
     return LoaderInfo(batch_size, drop_last, in_order, sharded)
 
 
+class PlanSource(Protocol):
+    """What the sampler needs of the handler: epochs' plans and their lengths."""
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose plan is current (``-1`` before the first)."""
+        ...
+
+    seed: int
+
+    def __len__(self) -> int: ...
+
+    def plan_epoch(self, epoch: int) -> None:
+        """Decide epoch ``epoch``'s plan unless it is the current one."""
+        ...
+
+    def iterate_epoch(self, loader: LoaderInfo) -> Iterator[int]:
+        """Start iterating the current epoch (or the next, if it was iterated already)."""
+        ...
+
+    def epoch_length(self, *, whole_plan: bool = False) -> int:
+        """Indices this rank yields this epoch, or all ranks together with ``whole_plan``."""
+        ...
+
+
 class PruningSampler(DistributedSampler[int]):
     """Yields the current epoch's indices (this rank's share under DDP).
 
@@ -109,27 +133,25 @@ class PruningSampler(DistributedSampler[int]):
     handler and of the default process group at the time they are read.
     """
 
-    def __init__(self, handler: PruningDataset) -> None:
+    def __init__(self, handler: PlanSource) -> None:
         self._handler = handler
 
     def set_epoch(self, epoch: int) -> None:
         """Decide epoch ``epoch``'s plan now (DDP launchers and Lightning call this)."""
-        self._handler._set_epoch(epoch)
+        self._handler.plan_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        return self._handler._begin_iteration(discover_loader())
+        return self._handler.iterate_epoch(discover_loader())
 
     def __len__(self) -> int:
-        if _measured_by_framework_shard():
-            # Accelerate's BatchSamplerShard sizes its shards from the global plan, which is
-            # also what this sampler yields under it (see LoaderInfo.sharded_by_framework).
-            return self._handler._global_length()
-        return self._handler._rank_length()
+        # Accelerate's BatchSamplerShard sizes its shards from the global plan, which is also
+        # what this sampler yields under it (see LoaderInfo.sharded_by_framework).
+        return self._handler.epoch_length(whole_plan=_measured_by_framework_shard())
 
     # What DistributedSampler's constructor would have set, derived instead of stored: the
     # process group may be initialised after the handler was built (Lightning does so).
     @property
-    def dataset(self) -> PruningDataset:  # type: ignore[override]
+    def dataset(self) -> Any:  # type: ignore[override]
         return self._handler
 
     @property
