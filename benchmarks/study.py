@@ -5,8 +5,8 @@ Recipe:
 1. Build two tasks in memory (``_study_tasks.py``): the embedded 8x8 digits, and ``noisy16``,
    a larger 16x16 task with easy/medium/hard samples and 10% label noise.
 2. Train every method (Full, RandomPrune, Static, InfoBatch, SeTa, BLS_InfoBatch, BLS_SeTa) at
-   two prune ratios with several seeds, using :func:`bls.train.train`. Each seed starts every
-   method from the same initial weights, so methods are compared seed by seed (paired).
+   two prune ratios with several seeds, using :func:`bls.app.train.train`. Each seed starts
+   every method from the same initial weights, so methods are compared seed by seed (paired).
 3. Judge each (task, method, ratio) by a stated rule: the 95% t confidence interval of the
    paired accuracy difference to Full: *lossless* when its lower end is at least
    ``-margin`` (non-inferiority, margin 1 percentage point); :func:`verdict` states the rule.
@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _study_tasks import Task, build_task
 
+from bls.app.models import SmallCNN, build_model
+from bls.app.train import RunConfig, train
 from bls.diagnostics import ScoreTracker, random_overlap
-from bls.models import SmallCNN, build_model
-from bls.train import RunConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 PRUNING_METHODS = ("RandomPrune", "Static", "InfoBatch", "SeTa", "BLS_InfoBatch", "BLS_SeTa")
@@ -638,7 +638,7 @@ def write_report(
             f"- {task.describe()}; model: "
             + ("SmallCNN (width 8, BatchNorm)" if name == "digits" else "MLP 256-256")
             + f"; {profile.epochs[name]} epochs, batch {profile.batch_size}, one-cycle SGD "
-            f"(peak lr {profile.lr[name]}), as `bls.train` runs it."
+            f"(peak lr {profile.lr[name]}), as `bls.app.train` runs it."
             for name, task in tasks.items()
         ],
         f"- Methods: Full, {', '.join(PRUNING_METHODS)} at prune ratios "

@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from _replay import bls_replay
 from torch.utils.data import DataLoader, TensorDataset
 
 from bls.handler import PruningDataset
@@ -56,13 +57,9 @@ class TinyModule(pl.LightningModule):
 
 
 def bls_scores(steps: list[tuple[int, list[int], float]], n: int, alpha: float) -> torch.Tensor:
-    """The BLS formula applied independently: ``s[i] <- a*s[i] + (1-a)*L`` per batch, from 0.
+    """The BLS formula applied independently (``tests/_replay.py``) to recorded steps.
 
-    ``steps`` must be in update order; batches of one step on different ranks are disjoint,
-    so their relative order does not matter.
+    ``steps`` are ``(epoch, indices, loss)`` in update order; batches of one step on different
+    ranks are disjoint, so their relative order does not matter.
     """
-    scores = torch.zeros(n, dtype=torch.float64)
-    for _, ids, loss in steps:
-        index = torch.tensor(sorted(set(ids)))
-        scores[index] = alpha * scores[index] + (1 - alpha) * loss
-    return scores.float()
+    return bls_replay(((ids, loss) for _, ids, loss in steps), n, alpha).float()

@@ -1,4 +1,4 @@
-"""Bad input gets a clear exception naming the argument (SPEC section 6)."""
+"""Bad input gets a clear exception naming the argument (docs/design.md, 'Bad input')."""
 
 from __future__ import annotations
 

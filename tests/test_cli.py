@@ -9,24 +9,19 @@ import runpy
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from fake_data import write_cifar, write_image_folder
 
-from bls.cli import main
+from bls.app.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    # The CLI sets torch's thread count (it owns its process); keep the test process as it was.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+def _restore_threads(restore_num_threads: int) -> None:
+    """The CLI sets torch's thread count (it owns its process); keep the test process as it was."""
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -95,8 +90,8 @@ def test_demo_small_budget_end_to_end(tmp_path: Path) -> None:
 def test_results_figure_has_a_title_one_legend_and_epochs_from_zero() -> None:
     from matplotlib.figure import Figure
 
-    from bls.cli import results_figure
-    from bls.train import EpochRecord, RunConfig, RunResult
+    from bls.app.cli import results_figure
+    from bls.app.train import EpochRecord, RunConfig, RunResult
 
     def result(method: str, kept: list[int]) -> RunResult:
         epochs = [EpochRecord(e, k, 1.0, 0.5 + 0.1 * e, 1.0, 0.1) for e, k in enumerate(kept)]

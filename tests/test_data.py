@@ -13,7 +13,7 @@ import torch
 from fake_data import write_cifar, write_image_folder
 from torch.utils.data import DataLoader
 
-from bls.data import (
+from bls.app.data import (
     CIFAR_STATS,
     BadDataError,
     DataNotFoundError,

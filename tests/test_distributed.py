@@ -1,10 +1,11 @@
-"""Pruning under a real 2-process ``gloo`` process group (SPEC section 5).
+"""Pruning under a real 2-process ``gloo`` process group (docs/design.md, 'DDP collectives').
 
 One ``torch.multiprocessing.spawn`` launch trains a small DDP model on every scenario below and
 records what each rank saw (``tests/_ddp_worker.py``); the tests then check, per epoch and per
 rank: equal batch counts, disjoint shards whose union is the epoch list, the plan every rank
 decided against an independent recomputation, identical scores on both ranks after every step,
-and the scores against a replay of the SPEC update rules from the recorded losses.
+and the scores against a replay of the update rules (docs/design.md, 'Score sources') from the
+recorded losses.
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 
 
 def expected_final_plan(raw: np.ndarray, n: int, batch: int, drop_last: bool) -> np.ndarray:
-    """SPEC sections 3 and 5, written independently of the handler: a pruned plan is cut to a
-    multiple of the world size (then by one more row when a rank's last batch would hold one
-    sample), a full plan, or one shorter than the world, is padded with its first indices."""
+    """docs/design.md, 'Sharding over ranks', written independently of the handler: a pruned
+    plan is cut to a multiple of the world size (then by one more row when a rank's last batch
+    would hold one sample), a full plan, or one shorter than the world, is padded with its
+    first indices."""
     if WORLD < raw.size < n:
         plan = raw[: raw.size - raw.size % WORLD]
         if not drop_last and batch > 1 and (plan.size // WORLD) % batch == 1 and plan.size > WORLD:

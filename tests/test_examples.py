@@ -98,43 +98,38 @@ def test_cifar_script_with_the_readme_arguments(tmp_path: Path) -> None:
     ],
 )
 def test_cifar_main_optimizers_and_models(
-    tmp_path: Path, optimizer: str, prune_type: str, model: str
+    tmp_path: Path, optimizer: str, prune_type: str, model: str, one_thread: None
 ) -> None:
     root = write_cifar(tmp_path / "data", "cifar100", per_file=8)
     example = _load_example("cifar")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = example.main(
-            [
-                "--data",
-                "cifar100",
-                "--data-path",
-                str(root),
-                "--model",
-                model,
-                "--width",
-                "4",
-                "--num_epoch",
-                "2",
-                "--batch-size",
-                "4",
-                "--workers",
-                "0",
-                "--optimizer",
-                optimizer,
-                "--prune_type",
-                prune_type,
-                "--ratio",
-                "0.5",
-                "--save_path",
-                str(tmp_path / "out"),
-                "--subset",
-                "10",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    result = example.main(
+        [
+            "--data",
+            "cifar100",
+            "--data-path",
+            str(root),
+            "--model",
+            model,
+            "--width",
+            "4",
+            "--num_epoch",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--optimizer",
+            optimizer,
+            "--prune_type",
+            prune_type,
+            "--ratio",
+            "0.5",
+            "--save_path",
+            str(tmp_path / "out"),
+            "--subset",
+            "10",
+        ]
+    )
     assert result["dataset_size"] == 10
     _check_accounting(result, 2)
     if prune_type == "Random":

@@ -17,10 +17,11 @@ import pytest
 import torch
 from _hf_setup import RecordingTrainer, TokenData, tiny_bert, training_arguments
 from _launch import run_two_ranks
+from _replay import bls_replay
 from accelerate.data_loader import prepare_data_loader
 from torch.utils.data import DataLoader
 
-import bls.handler
+import bls.epochs
 import bls.sampler
 from bls import BLS, InfoBatch
 from bls.integrations.hf import STATE_FILE, PruningTrainer
@@ -35,11 +36,8 @@ def _handler(n: int, **options: object) -> InfoBatch:
 
 
 def _bls_formula(micro_batches: list[dict], n: int) -> torch.Tensor:
-    scores = torch.zeros(n, dtype=torch.float64)
-    for batch in micro_batches:
-        index = torch.tensor(sorted(set(batch["index"])))
-        scores[index] = ALPHA * scores[index] + (1 - ALPHA) * batch["loss"]
-    return scores.float()
+    pairs = ((batch["index"], batch["loss"]) for batch in micro_batches)
+    return bls_replay(pairs, n, ALPHA).float()
 
 
 def _epoch_ids(micro_batches: list[dict], epoch: int) -> list[int]:
@@ -107,7 +105,7 @@ def test_accelerate_sharding_deals_the_global_plan_to_the_ranks(
     # of 2, so sharding the plan a second time would show. The sampler must yield the global
     # plan under the shard, so the ranks' batches together cover the epoch's plan once.
     def as_rank(rank: int) -> None:
-        for module in (bls.handler, bls.sampler):
+        for module in (bls.epochs, bls.sampler):  # where rank and world size are read
             monkeypatch.setattr(module, "rank_and_world_size", lambda: (rank, 2))
 
     n, batch_size = 60, 8

@@ -58,7 +58,7 @@ def test_matches_or_beats_sklearn(name: str, k: int) -> None:
     values = DISTRIBUTIONS[name](rng, 3000)
     grouping = kmeans_1d(values, k)
     reference = KMeans(n_clusters=k, n_init="auto", random_state=0).fit(values.reshape(-1, 1))
-    # SPEC 4: within 1% of (or better than) scikit-learn on the same data.
+    # docs/design.md, 'SeTa': within 1% of (or better than) scikit-learn on the same data.
     assert grouping.inertia <= reference.inertia_ * 1.01 + 1e-9
     # The reported inertia is the inertia of the labelling the thresholds induce.
     assert labels_inertia(values, grouping.thresholds) == pytest.approx(

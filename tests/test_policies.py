@@ -1,4 +1,4 @@
-"""The pruning rules of SPEC section 4, checked as pure functions of scores and epoch."""
+"""The pruning rules (docs/design.md, 'Policies'), checked as pure functions of scores and epoch."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class TestInfoBatch:
 
 
 def seta_window(groups: int, window_scale: float, t: int) -> range:
-    """SPEC 4 written out independently: the groups SeTa keeps at pruning epoch t."""
+    """docs/design.md, 'SeTa', written out independently: the groups kept at pruning epoch t."""
     if t == 0:
         return range(groups)
     w = round(groups * window_scale)

@@ -80,16 +80,32 @@ def test_pruned_epochs_end_exactly_at_final_lr() -> None:
 
 
 def test_stock_one_cycle_fails_on_pruned_epochs_where_helper_does_not() -> None:
-    # The motivating bug: a stock OneCycleLR sized for full epochs never reaches its end.
+    # The motivating bug: on epochs that pruning shortened, a stock OneCycleLR sized for full
+    # epochs never reaches its final learning rate; EpochOneCycleLR, fed the same epochs, ends
+    # exactly on it and runs each full epoch as the full-length schedule does.
     lengths = [10, 5, 5, 10]
-    optimizer = _sgd()
+    final_lr = 0.4 / 25 / 1e4
+    reference, _ = _torch_reference(4, 10)  # the full-length run: 40 steps
+    stock_optimizer, helper_optimizer = _sgd(), _sgd()
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=0.4, epochs=4, steps_per_epoch=10
+        stock_optimizer, max_lr=0.4, epochs=4, steps_per_epoch=10
     )
-    for _ in range(sum(lengths) - 1):
-        optimizer.step()
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] > 100 * 0.4 / 25 / 1e4
+    schedule = EpochOneCycleLR(helper_optimizer, 0.4, 4, 10)
+    stock, helper = [], []
+    for epoch, steps in enumerate(lengths):
+        for step in range(steps):
+            stock.append(stock_optimizer.param_groups[0]["lr"])
+            helper.append(schedule.set_step(epoch, step, steps))
+            stock_optimizer.step()
+            scheduler.step()
+    assert len(stock) == len(helper) == 30
+    # The stock schedule is still at the 30th of its 40 steps when training ends.
+    assert stock == pytest.approx(reference[:30], rel=1e-9)
+    assert stock[-1] > 100 * final_lr
+    # The helper follows the full-length run on the full epochs 0 and 3 and ends at its end.
+    assert helper[:10] == pytest.approx(reference[:10], rel=1e-9)
+    assert helper[-10:] == pytest.approx(reference[-10:], rel=1e-9)
+    assert helper[-1] == pytest.approx(final_lr, rel=1e-9)
 
 
 def test_adam_betas_are_cycled() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bls import PruningDataset
-from bls.train import RunConfig, RunResult, build_handler, evaluate, train
+from bls.app.train import RunConfig, RunResult, build_handler, evaluate, train
 
 
 def _blobs(n: int, seed: int) -> TensorDataset:
@@ -31,12 +30,8 @@ TRAIN, TEST = _blobs(200, 0), _blobs(100, 1)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models run fastest on one thread, and the CI machine is shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Tiny models run fastest on one thread, and the CI machine is shared."""
 
 
 def _run(model: torch.nn.Module | None = None, **overrides: object) -> RunResult:
@@ -104,7 +99,23 @@ def test_hooks_optimizer_factory_and_final_lr() -> None:
 def test_build_handler_kinds_and_evaluate() -> None:
     handler = build_handler(TRAIN, RunConfig(method="BLS_SeTa", alpha=0.8, num_group=4))
     assert (handler.policy.name, handler.score_source.name) == ("SeTa", "bls")
-    assert evaluate(torch.nn.Linear(4, 2), TEST) <= 1.0
+    # The fixed rule "class 1 iff x0 > 1.5" as a linear model: evaluate() must return exactly
+    # the share of test samples the rule gets right, recounted here over the whole set at once.
+    # batch_size=32 leaves a short last batch (100 = 3 * 32 + 4): averaging the batch
+    # accuracies (0.945) or dropping the tail (0.927) would not give the recount (0.93).
+    points, labels = TEST.tensors
+    rule = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        rule.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]))
+        rule.bias.copy_(torch.tensor([0.0, -1.5]))
+    correct = int(((points[:, 0] > 1.5).long() == labels).sum())
+    assert 0 < correct < len(TEST)  # neither all nor none right, so a miscount shows
+    assert evaluate(rule, TEST, batch_size=32) == correct / len(TEST)
+    with torch.no_grad():  # the opposite rule gets exactly the other samples right
+        rule.weight.neg_()
+        rule.bias.neg_()
+    assert evaluate(rule, TEST, batch_size=32) == (len(TEST) - correct) / len(TEST)
+    assert rule.training  # evaluate() leaves the model in the mode it found it in
 
 
 @pytest.mark.parametrize(

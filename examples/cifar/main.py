@@ -33,7 +33,7 @@ from optim import Lamb, Lars
 from resnet import ARCHITECTURES, build_resnet
 
 import bls
-from bls.data import DataNotFoundError, load_cifar
+from bls.app.data import DataNotFoundError, load_cifar
 from bls.schedule import EpochOneCycleLR
 
 PRUNE_TYPES = ["Full", "InfoBatch", "SeTa", "Static", "Random", "BLS_InfoBatch", "BLS_SeTa"]

@@ -1,5 +1,5 @@
 """``python -m bls`` runs the ``bls-prune`` command line."""
 
-from bls.cli import main
+from bls.app.cli import main
 
 raise SystemExit(main())

@@ -33,6 +33,7 @@ def check_dataset(dataset: Any) -> int:
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
+    """Check ``value`` is an integer (not a bool) of at least ``minimum``; return it as ``int``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     if value < minimum:
@@ -40,24 +41,32 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def check_fraction(name: str, value: Any, *, upper_inclusive: bool) -> float:
-    """Check ``value`` lies in ``[0, 1)`` (or ``[0, 1]`` when ``upper_inclusive``)."""
-    allowed = "[0, 1]" if upper_inclusive else "[0, 1)"
+def check_fraction(
+    name: str, value: Any, *, upper_inclusive: bool, lower_inclusive: bool = True
+) -> float:
+    """Check ``value`` lies in ``[0, 1)``, or ``[0, 1]`` when ``upper_inclusive``.
+
+    ``lower_inclusive=False`` excludes 0 as well: ``(0, 1)`` or ``(0, 1]``. Returns the value
+    as ``float``.
+    """
+    allowed = ("[" if lower_inclusive else "(") + "0, 1" + ("]" if upper_inclusive else ")")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a number in {allowed}, got {value!r}")
     value = float(value)
     too_big = value > 1.0 if upper_inclusive else value >= 1.0
-    if math.isnan(value) or value < 0.0 or too_big:
+    too_small = value < 0.0 if lower_inclusive else value <= 0.0
+    if math.isnan(value) or too_small or too_big:
         raise ValueError(f"{name}: expected a number in {allowed}, got {value}")
     return value
 
 
 def check_positive(name: str, value: Any) -> float:
+    """Check ``value`` is a finite number above 0, ``(0, inf)``; return it as ``float``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a positive number, got {value!r}")
+        raise TypeError(f"{name}: expected a number in (0, inf), got {value!r}")
     value = float(value)
     if not (value > 0.0 and math.isfinite(value)):
-        raise ValueError(f"{name}: expected a positive finite number, got {value}")
+        raise ValueError(f"{name}: expected a number in (0, inf), got {value}")
     return value
 
 

@@ -293,7 +293,7 @@ class ScoreTracker:
     """Epoch-end callback: compare a handler's scores with the true per-sample losses.
 
     Call it as ``tracker(epoch, handler, model)`` after each epoch's last ``update()``
-    (the signature of ``bls.train``'s ``on_epoch_end``); every call appends one
+    (the signature of ``bls.app.train``'s ``on_epoch_end``); every call appends one
     :class:`EpochDiagnostics` to :attr:`records`.
 
     Args:

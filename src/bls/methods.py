@@ -9,21 +9,31 @@ keyword style ``InfoBatch(data, num_epochs=200, prune_ratio=0.5)`` and the refer
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from bls._checks import (
-    check_fraction,
-    check_int,
-    check_positive,
-    looks_like_args,
-    read_args,
-)
+from bls._checks import check_fraction, check_int, looks_like_args, read_args
 from bls.handler import PruningDataset
 from bls.policies import InfoBatchPolicy, Policy, RandomPolicy, SeTaPolicy, StaticPolicy
 from bls.scores import BatchLossEMA
 
-__all__ = ["BLS", "Full", "InfoBatch", "RandomPrune", "SeTa", "Static", "prune"]
+__all__ = [
+    "BLS",
+    "PRUNE_TYPES",
+    "REGISTRY",
+    "Full",
+    "InfoBatch",
+    "MethodSpec",
+    "RandomPrune",
+    "SeTa",
+    "Static",
+    "lookup_method",
+    "method_name",
+    "method_names",
+    "prune",
+]
 
 Handler = TypeVar("Handler", bound=PruningDataset)
 
@@ -80,8 +90,10 @@ def _static_policy(opts: dict[str, Any]) -> StaticPolicy:
 
 def _seta_policy(opts: dict[str, Any]) -> SeTaPolicy:
     groups = check_int("num_group", opts["num_group"], 1)
-    scale = check_positive("window_scale", opts["window_scale"])
-    if scale > 1.0 or round(groups * scale) < 1:
+    scale = check_fraction(
+        "window_scale", opts["window_scale"], upper_inclusive=True, lower_inclusive=False
+    )
+    if round(groups * scale) < 1:
         raise ValueError(
             f"window_scale: round(num_group * window_scale) must be between 1 and "
             f"num_group={groups}; got window_scale={scale} (window "
@@ -254,36 +266,126 @@ class BLS(Generic[Handler]):
         return self.handler
 
 
-_FACTORIES: dict[str, Callable[..., PruningDataset]] = {
-    "infobatch": InfoBatch,
-    "seta": SeTa,
-    "static": Static,
-    "random": RandomPrune,
-    "randomprune": RandomPrune,
-    "full": Full,
-    "none": Full,
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of :data:`REGISTRY`: a method's names and how :func:`prune` builds it.
+
+    Attributes:
+        name: the canonical name (``"InfoBatch"``, ``"BLS_SeTa"``).
+        handler_class: the pruning dataset built for it (its policy and options); it reads the
+            reference-style ``args``.
+        bls: wrap the handler with :class:`BLS` (scores by batch-loss EMA; ``update`` then takes
+            the scalar mean loss).
+        aliases: other names of the same method, kept as spelled where the name is shown (the
+            class name ``RandomPrune`` of ``Random``, in the demo's table and results).
+        legacy: spellings of the reference scripts, read as ``name`` (``None`` for ``Full``).
+        listed: a documented method, in :data:`PRUNE_TYPES` and the command line's choices;
+            unlisted ones are accepted by :func:`prune` and the training engine only.
+    """
+
+    name: str
+    handler_class: type[PruningDataset]
+    bls: bool = False
+    aliases: tuple[str, ...] = ()
+    legacy: tuple[str, ...] = ()
+    listed: bool = True
+
+
+def _registry(*specs: MethodSpec) -> Mapping[str, MethodSpec]:
+    spellings = [name.lower() for s in specs for name in (s.name, *s.aliases, *s.legacy)]
+    if len(spellings) != len(set(spellings)):
+        # Case-insensitive lookup needs every spelling to name one method.
+        raise ValueError(f"method registry: a name is declared twice in {spellings}")
+    # Read-only: the spelling index below is built once from it.
+    return MappingProxyType({spec.name: spec for spec in specs})
+
+
+# Every pruning method, in the documented order. The one place a method name is declared:
+# prune(), the training engine and the command line all read their names from here.
+REGISTRY: Mapping[str, MethodSpec] = _registry(
+    MethodSpec("Full", Full, legacy=("None",)),
+    MethodSpec("InfoBatch", InfoBatch),
+    MethodSpec("SeTa", SeTa),
+    MethodSpec("Static", Static),
+    MethodSpec("Random", RandomPrune, aliases=("RandomPrune",)),
+    MethodSpec("BLS_InfoBatch", InfoBatch, bls=True),
+    MethodSpec("BLS_SeTa", SeTa, bls=True),
+    # Scoring without a score-based policy: the study's alpha sweep and diagnostics.
+    MethodSpec("BLS_Static", Static, bls=True, listed=False),
+    MethodSpec("BLS_Random", RandomPrune, bls=True, aliases=("BLS_RandomPrune",), listed=False),
+)
+_BY_SPELLING: dict[str, MethodSpec] = {
+    name.lower(): spec
+    for spec in REGISTRY.values()
+    for name in (spec.name, *spec.aliases, *spec.legacy)
 }
-PRUNE_TYPES = ("Full", "None", "InfoBatch", "SeTa", "Static", "Random", "BLS_InfoBatch", "BLS_SeTa")
+# The reference scripts' ``--prune_type`` choices (with ``Full``): the documented methods.
+PRUNE_TYPES = tuple(
+    name for spec in REGISTRY.values() if spec.listed for name in (spec.name, *spec.legacy)
+)
+
+
+def method_names(*, unlisted: bool = False, legacy: bool = False) -> tuple[str, ...]:
+    """Names and aliases of the registry's methods, in its order.
+
+    Args:
+        unlisted: also the methods outside :data:`PRUNE_TYPES` (``BLS_Static``, ...).
+        legacy: also the reference spellings (``None``).
+    """
+    return tuple(
+        name
+        for spec in REGISTRY.values()
+        if spec.listed or unlisted
+        for name in (spec.name, *spec.aliases, *(spec.legacy if legacy else ()))
+    )
+
+
+def lookup_method(name: Any, *, listed_only: bool = False) -> MethodSpec:
+    """The registry entry of a method name, alias or reference spelling, in any case.
+
+    A Python ``None`` is ``Full``, as in the reference code; surrounding spaces are ignored.
+
+    Args:
+        name: ``"BLS_InfoBatch"``, ``"bls_infobatch"``, ``"RandomPrune"``, ``"None"``, ...
+        listed_only: accept only the methods of :data:`PRUNE_TYPES`.
+
+    Raises:
+        ValueError: ``prune_type: unknown value 'X'; allowed: ...`` (the :data:`PRUNE_TYPES`).
+    """
+    spec = _BY_SPELLING.get("none" if name is None else str(name).strip().lower())
+    if spec is None or (listed_only and not spec.listed):
+        raise ValueError(f"prune_type: unknown value {name!r}; allowed: {', '.join(PRUNE_TYPES)}")
+    return spec
+
+
+def method_name(name: Any, *, listed_only: bool = False) -> str:
+    """The registry's spelling of ``name``: ``"bls_infobatch"`` gives ``"BLS_InfoBatch"``.
+
+    An alias keeps its own spelling (``"randomprune"`` gives ``"RandomPrune"``); a reference
+    spelling becomes the canonical name (``"none"`` gives ``"Full"``).
+
+    Raises:
+        ValueError: as :func:`lookup_method`.
+    """
+    spec = lookup_method(name, listed_only=listed_only)
+    key = str(name).strip().lower()
+    return next((alias for alias in spec.aliases if alias.lower() == key), spec.name)
 
 
 def prune(dataset: Any, args: Any) -> PruningDataset:
     """Build a handler from the reference scripts' ``args`` (namespace or dict).
 
     ``args.prune_type`` picks the method: ``InfoBatch``, ``SeTa``, ``Static``, ``Random``,
-    ``BLS_InfoBatch``, ``BLS_SeTa`` (any policy with a ``BLS_`` prefix) or ``None``/``Full``
-    (no pruning; a Python ``None`` works too). ``args.alpha`` (default 0.9) sets the BLS EMA
-    factor. Method options are read as the constructors' reference style reads them.
+    ``BLS_InfoBatch``, ``BLS_SeTa`` (also ``BLS_Static``, ``BLS_Random``) or ``None``/``Full``
+    (no pruning; a Python ``None`` works too), in any case; see :data:`REGISTRY`. ``args.alpha``
+    (default 0.9) sets the BLS EMA factor. Method options are read as the constructors'
+    reference style reads them.
     """
     found = read_args(args, ("prune_type", "alpha"))
-    prune_type = found.get("prune_type")
-    key = "none" if prune_type is None else str(prune_type).strip().lower()
-    use_bls = key.startswith("bls_")
-    factory = _FACTORIES.get(key[4:] if use_bls else key)
-    if factory is None or (use_bls and factory is Full):
-        raise ValueError(
-            f"prune_type: unknown value {prune_type!r}; allowed: {', '.join(PRUNE_TYPES)}"
-        )
-    handler = factory(dataset, args)
-    if use_bls:
+    spec = lookup_method(found.get("prune_type"))
+    # Every handler class takes the reference ``args`` in place of ``num_epochs``.
+    build: Callable[..., PruningDataset] = spec.handler_class
+    handler = build(dataset, args)
+    if spec.bls:
         return BLS(handler, alpha=found.get("alpha", 0.9)).proxy()
     return handler

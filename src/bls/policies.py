@@ -6,7 +6,7 @@ NumPy array on the host, one value per sample), the epoch and a generator seeded
 re-weighted. It never mutates its inputs, so the same scores, epoch and seed always give the
 same plan: that is what makes DDP ranks agree and resumed runs repeat themselves.
 
-The rules are those of ``SPEC.md`` section 4; every array operation is vectorised.
+The rules are written out in docs/design.md, 'Policies'; every array operation is vectorised.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Why it is a subclass, and what each override is for:
 * Accelerate reads one batch ahead, the Trainer pre-fetches all micro-batches of an optimizer
   step (gradient accumulation) and, on several processes, Accelerate's ``BatchSamplerShard``
   deals the batches of one global order out to the ranks. So losses are attributed by
-  *explicit indices* (``SPEC.md`` section 3, route (b)): the trainer switches the handler to
+  *explicit indices* (docs/design.md, 'Explicit-indices route'): the trainer switches the handler to
   ``return_indices=True``, every item then carries its index under ``handler.index_key``
   (``"index"``), the column is kept through ``remove_unused_columns`` and the data collator,
   taken out of the inputs before ``model(**inputs)``, and each micro-batch's loss is passed to

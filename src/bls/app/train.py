@@ -26,16 +26,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bls._checks import check_fraction, check_int, check_positive
 from bls.handler import PruningDataset
-from bls.methods import PRUNE_TYPES, prune
+from bls.methods import lookup_method, method_names, prune
 from bls.schedule import EpochOneCycleLR
 
 __all__ = ["METHODS", "EpochRecord", "RunConfig", "RunResult", "build_handler", "evaluate", "train"]
 
 logger = logging.getLogger("bls")
 
-# Every name ``RunConfig.method`` accepts (``prune`` matches them case-insensitively).
-METHODS = (*PRUNE_TYPES, "RandomPrune", "BLS_Random", "BLS_Static")
+# Every name ``RunConfig.method`` accepts, in any case: the whole method registry.
+METHODS = method_names(unlisted=True, legacy=True)
 
 OptimizerFactory = Callable[[nn.Module, "RunConfig"], torch.optim.Optimizer]
 
@@ -45,8 +46,9 @@ class RunConfig:
     """Settings of one training run.
 
     Attributes:
-        method: a :data:`bls.PRUNE_TYPES` name (``Full``, ``InfoBatch``, ``SeTa``,
-            ``Static``, ``Random``, ``BLS_InfoBatch``, ``BLS_SeTa``) or ``RandomPrune``.
+        method: a name of :data:`METHODS` in any case (``Full``, ``InfoBatch``, ``SeTa``,
+            ``Static``, ``Random`` or ``RandomPrune``, ``BLS_InfoBatch``, ``BLS_SeTa``, ...;
+            see :data:`bls.methods.REGISTRY`). Results carry it as given.
         prune_ratio: the method's prune ratio, ``[0, 1)``.
         alpha: BLS EMA factor, ``[0, 1)`` (BLS methods only).
         delta: share of epochs that prune, ``[0, 1]``.
@@ -74,23 +76,22 @@ class RunConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers: expected an integer >= 0, got {self.workers!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(
-                f"label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}"
-            )
+        # The library's checks, so a setting has one rule and one message everywhere. The
+        # method's own options (prune_ratio, alpha, ...) are checked when its handler is built:
+        # which apply depends on the method.
+        lookup_method(self.method)
+        self.epochs = check_int("epochs", self.epochs, 1)
+        self.batch_size = check_int("batch_size", self.batch_size, 1)
+        self.workers = check_int("workers", self.workers, 0)
+        self.lr = check_positive("lr", self.lr)
+        self.label_smoothing = check_fraction(
+            "label_smoothing", self.label_smoothing, upper_inclusive=False
+        )
 
     @property
     def uses_bls(self) -> bool:
         """Whether the method scores by batch-loss EMA (takes the scalar mean loss)."""
-        return self.method.lower().startswith("bls_")
+        return lookup_method(self.method).bls
 
 
 @dataclass
@@ -153,7 +154,7 @@ def build_handler(dataset: Any, cfg: RunConfig) -> PruningDataset:
         ValueError: unknown method or an option out of range (the message names it).
     """
     args = {
-        "prune_type": "Random" if cfg.method.lower() == "randomprune" else cfg.method,
+        "prune_type": cfg.method,
         "epochs": cfg.epochs,
         "prune_ratio": cfg.prune_ratio,
         "delta": cfg.delta,

@@ -23,32 +23,29 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from torch.utils.data import Subset
 
 from bls import __version__
-from bls.data import DATA_SOURCES, BadDataError, DataInfo, DataNotFoundError, load_data
-from bls.models import MODEL_NAMES, build_model
-from bls.train import RunConfig, RunResult, build_handler, train
+from bls._checks import check_fraction, check_int, check_positive
+from bls.app.data import DATA_SOURCES, BadDataError, DataInfo, DataNotFoundError, load_data
+from bls.app.models import MODEL_NAMES, build_model
+from bls.app.train import RunConfig, RunResult, build_handler, train
+from bls.methods import Full, SeTa, lookup_method, method_name, method_names
 
 __all__ = ["DEMO_METHODS", "main"]
 
+T = TypeVar("T")
+
 PROG = "bls-prune"
-CLI_METHODS = (
-    "Full",
-    "InfoBatch",
-    "SeTa",
-    "Static",
-    "Random",
-    "RandomPrune",
-    "BLS_InfoBatch",
-    "BLS_SeTa",
-)
-# The demo's methods and their settings. The prune ratios are chosen so that every pruning
-# method saves roughly a quarter of the sample visits (SeTa: the BLS paper's 0.1, 5 groups,
-# window 0.9), which makes the accuracies comparable at equal cost.
+# The documented methods of the registry, with their aliases (RandomPrune), in any case.
+CLI_METHODS = method_names()
+# The demo's methods and their settings, keyed by registry names (method_name(key) == key).
+# The prune ratios are chosen so that every pruning method saves roughly a quarter of the
+# sample visits (SeTa: the BLS paper's 0.1, 5 groups, window 0.9), which makes the accuracies
+# comparable at equal cost.
 DEMO_METHODS: dict[str, dict[str, Any]] = {
     "Full": {},
     "BLS_InfoBatch": {"prune_ratio": 0.5},
@@ -78,54 +75,53 @@ def _say(*parts: object, **options: Any) -> None:
     print(*parts, **options)  # the one place the program writes to the console
 
 
-def _number(
-    low: float, high: float, *, high_open: bool, low_open: bool = False
-) -> Callable[[str], float]:
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    allowed = f"a number in {left}{low:g}, {high:g}{right}"
+def _flag_type(parse: Callable[[str], Any], check: Callable[[str, Any], T]) -> Callable[[str], T]:
+    """An argparse type: ``parse`` the text, then the library's ``check`` decides.
 
-    def parse(text: str) -> float:
+    Text that does not parse goes to the check as it is, so the check's own message for a value
+    of the wrong type ("expected a number in [0, 1), got 'half'") is the one shown.
+    """
+
+    def convert(text: str) -> T:
         try:
-            value = float(text)
+            value: Any = parse(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
-        too_low = value <= low if low_open else value < low
-        too_high = value >= high if high_open else value > high
-        if value != value or too_low or too_high:
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text}")
-        return value
+            value = text
+        try:
+            return check("value", value)
+        except (TypeError, ValueError) as error:
+            # argparse prefixes the flag; the library prefixes the argument's name.
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value: ")) from None
 
-    return parse
+    return convert
+
+
+def _fraction(*, upper_inclusive: bool, lower_inclusive: bool = True) -> Callable[[str], float]:
+    """A number in ``[0, 1)``, ``[0, 1]`` or ``(0, 1]`` (see :func:`bls._checks.check_fraction`)."""
+    return _flag_type(
+        float,
+        lambda name, value: check_fraction(
+            name, value, upper_inclusive=upper_inclusive, lower_inclusive=lower_inclusive
+        ),
+    )
 
 
 def _integer(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {text!r}"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
+    """An integer of at least ``minimum`` (see :func:`bls._checks.check_int`)."""
+    return _flag_type(int, lambda name, value: check_int(name, value, minimum))
 
 
-def _positive(text: str) -> float:
-    return _number(0.0, float("inf"), high_open=True, low_open=True)(text)
+_positive = _flag_type(float, check_positive)
 
 
 def _method(text: str) -> str:
-    by_lower = {name.lower(): name for name in CLI_METHODS}
-    if text.lower() == "none":
-        return "Full"
-    if text.lower() not in by_lower:
+    """A documented method in any case, spelled as the registry spells it."""
+    try:
+        return method_name(text, listed_only=True)
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"unknown method {text!r}; allowed: {', '.join(CLI_METHODS)}"
-        )
-    return by_lower[text.lower()]
+        ) from None
 
 
 # ---------------------------------------------------------------------------- parser
@@ -159,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--prune-ratio",
-        type=_number(0, 1, high_open=True),
+        type=_fraction(upper_inclusive=False),
         help="one prune ratio for every method (default: per method, see the table)",
     )
     _common(demo, default_threads=1)
@@ -171,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results.png into --out.",
     )
     run.add_argument("--method", type=_method, default="BLS_InfoBatch", help=", ".join(CLI_METHODS))
-    run.add_argument("--prune-ratio", type=_number(0, 1, high_open=True), default=0.5)
+    run.add_argument("--prune-ratio", type=_fraction(upper_inclusive=False), default=0.5)
     run.add_argument("--epochs", type=_integer(1), default=10)
     run.add_argument("--data", choices=DATA_SOURCES, default="digits")
     run.add_argument(
@@ -184,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=_integer(4), default=32, help="imagefolder only")
     run.add_argument("--batch-size", type=_integer(1), default=64)
     run.add_argument("--lr", type=_positive, default=0.05, help="peak one-cycle learning rate")
-    run.add_argument("--label-smoothing", type=_number(0, 1, high_open=True), default=0.0)
+    run.add_argument("--label-smoothing", type=_fraction(upper_inclusive=False), default=0.0)
     run.add_argument("--workers", type=_integer(0), default=0, help="DataLoader workers")
     run.add_argument(
         "--no-image-check",
@@ -199,18 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _common(parser: argparse.ArgumentParser, *, default_threads: int | None) -> None:
     parser.add_argument(
-        "--alpha", type=_number(0, 1, high_open=True), default=0.7, help="BLS EMA factor"
+        "--alpha", type=_fraction(upper_inclusive=False), default=0.7, help="BLS EMA factor"
     )
     parser.add_argument(
         "--delta",
-        type=_number(0, 1, high_open=False),
+        type=_fraction(upper_inclusive=True),
         default=0.875,
         help="share of epochs that prune; the rest anneal on full data",
     )
     parser.add_argument("--num-group", type=_integer(1), default=None, help="SeTa groups")
     parser.add_argument(
         "--window-scale",
-        type=_number(0, 1, high_open=False, low_open=True),
+        type=_fraction(upper_inclusive=True, lower_inclusive=False),
         default=None,
         help="SeTa window share of the groups",
     )
@@ -325,13 +321,13 @@ def _row_line(result: RunResult) -> str:
 
 
 def _setting(cfg: RunConfig) -> str:
-    method = cfg.method.lower()
-    if method == "full":
+    method = lookup_method(cfg.method)
+    if method.handler_class is Full:
         return "-"
     text = f"r={cfg.prune_ratio:g}"
-    if "seta" in method:
+    if method.handler_class is SeTa:
         text += f" g={cfg.num_group} w={cfg.window_scale:g}"
-    if method.startswith("bls_"):
+    if method.bls:
         text += f" a={cfg.alpha:g}"
     return text
 
@@ -430,7 +426,9 @@ def results_figure(results: Sequence[RunResult], title: str, figure_class: Any) 
     for result in results:
         # Epochs numbered from 0, as in results.json and the handler's history.
         epochs = [record.epoch for record in result.epochs]
-        style = "-" if result.method == "Full" else "--" if "BLS" in result.method else ":"
+        style = (
+            "-" if result.method == "Full" else "--" if lookup_method(result.method).bls else ":"
+        )
         common: dict[str, Any] = {"marker": "o", "markersize": 3}
         line = accuracy_axes.plot(
             epochs, [100 * r.test_accuracy for r in result.epochs], style, **common
