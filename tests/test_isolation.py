@@ -6,14 +6,12 @@ own classes behave exactly as if bls were not imported.
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 
 import numpy as np
 import torch
 from _data import IndexedDataset
+from _fresh import run_fresh
 from torch.utils.data import DataLoader, SequentialSampler
 
 from bls import BLS, InfoBatch, SeTa
@@ -202,15 +200,7 @@ print(json.dumps({"patched": patched, "added": added, "rng_moved": moved, "kept"
 
 def test_torch_classes_are_not_patched() -> None:
     """Importing bls and its integrations and a pruned run change no torch attribute or RNG."""
-    done = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS_CHECK],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_fresh(_FRESH_PROCESS_CHECK, timeout=240)
     kept = report.pop("kept")
     assert len(kept) == 3 and kept[0] == 64 and min(kept) < 64, kept  # the run pruned
     assert report == {"patched": [], "added": [], "rng_moved": []}

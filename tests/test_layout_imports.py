@@ -7,10 +7,9 @@ models and the data loaders). The application imports the core, never the other 
 from __future__ import annotations
 
 import ast
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from _fresh import run_fresh
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "bls"
@@ -55,15 +54,7 @@ print(json.dumps({{
 
 
 def test_importing_the_core_needs_neither_the_app_nor_optional_packages() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY, app=APP)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = run_fresh(PROBE.format(heavy=HEAVY, app=APP), timeout=120)
     assert not any(m.startswith(APP) for m in found["app"]), found["app"]
     assert found["attempted"] == [], f"the core tried to import {found['attempted']}"
     assert found["imported"] == [], found["imported"]

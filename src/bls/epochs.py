@@ -142,9 +142,12 @@ class EpochCycle:
             )
 
     def locate(
-        self, loss: torch.Tensor, per_sample: bool
+        self, loss: torch.Tensor, per_sample: bool, *, explicit: bool
     ) -> tuple[int, int, torch.Tensor | None, torch.Tensor | None]:
         """By the order route: where this epoch's next loss lies in the rank's shard.
+
+        ``explicit``: the items carry their indices (``return_indices=True``), so the order
+        route is refused, as it is under a framework that shards batches itself.
 
         Returns:
             ``(start, length, local, every_rank)``: the batch's positions, and the views of
@@ -153,7 +156,7 @@ class EpochCycle:
             a dispatch on the step's path).
         """
         run, state = self.run, self.state
-        if self.loader.sharded_by_framework:
+        if explicit or self.loader.sharded_by_framework:
             raise ValueError(
                 "indices: this loader needs explicit indices; call update(loss, indices=...) "
                 "with the indices the items carry (return_indices=True)"

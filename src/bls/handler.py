@@ -14,7 +14,7 @@ Randomness comes only from ``numpy.random.default_rng([seed, epoch])``: the user
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -172,16 +172,11 @@ class PruningDataset(Dataset[Any]):
     def __len__(self) -> int:
         return self.num_samples
 
-    def _reader(self) -> WorkerDataset:
-        return WorkerDataset(self.dataset, self.return_indices, self.index_key)
-
-    def __getitem__(self, index: int) -> Any:
-        return self._reader()[index]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        # Defined here so the handler stays in torch's fetch path even when the wrapped
-        # dataset (a Hugging Face dataset, say) has its own.
-        return self._reader().__getitems__(indices)
+    # Items are read exactly as the worker view reads them (it uses only ``dataset``,
+    # ``return_indices`` and ``index_key``). ``__getitems__`` keeps the handler in torch's fetch
+    # path even when the wrapped dataset (a Hugging Face dataset, say) has its own.
+    __getitem__ = WorkerDataset.__getitem__
+    __getitems__ = WorkerDataset.__getitems__
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes the handler lacks: forward to the wrapped dataset
@@ -277,12 +272,9 @@ class PruningDataset(Dataset[Any]):
             state.to(loss.device)
         every_rank: torch.Tensor | None = None
         if indices is None:
-            if self.return_indices:
-                raise ValueError(
-                    "indices: this loader needs explicit indices; call update(loss, "
-                    "indices=...) with the indices the items carry (return_indices=True)"
-                )
-            start, length, local, every_rank = self._epochs.locate(loss, source.per_sample)
+            start, length, local, every_rank = self._epochs.locate(
+                loss, source.per_sample, explicit=self.return_indices
+            )
             deferred = run.world_size == 1
         else:
             local = ExplicitRoute.locate(indices, loss.device)

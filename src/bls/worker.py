@@ -16,7 +16,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-__all__ = ["WorkerDataset", "attach_index", "send_as_worker_view"]
+__all__ = ["WorkerDataset", "attach_index", "read_items", "send_as_worker_view"]
 
 # The handler's API, named in the error a worker view gives when it is used as a handler.
 _HANDLER_API = frozenset(
@@ -34,6 +34,21 @@ def attach_index(item: Any, index: int, index_key: str) -> Any:
     if isinstance(item, list):
         return [*item, index]
     return (item, index)
+
+
+def read_items(
+    dataset: Any, indices: Sequence[int], return_indices: bool, index_key: str
+) -> list[Any]:
+    """The items at ``indices``, each carrying its index when ``return_indices``.
+
+    A wrapped dataset's own batched read (a Hugging Face dataset's ``__getitems__``) is used
+    when it has one; torch's fetcher prefers ``__getitems__``.
+    """
+    inner = getattr(dataset, "__getitems__", None)
+    items = list(inner(indices)) if inner else [dataset[i] for i in indices]
+    if return_indices:
+        items = [attach_index(item, i, index_key) for item, i in zip(items, indices, strict=True)]
+    return items
 
 
 class WorkerDataset(Dataset[Any]):
@@ -58,14 +73,7 @@ class WorkerDataset(Dataset[Any]):
         return attach_index(item, index, self.index_key) if self.return_indices else item
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        # torch's fetcher prefers __getitems__; a wrapped dataset's own batched read (a Hugging
-        # Face dataset's, say) is kept.
-        inner = getattr(self.dataset, "__getitems__", None)
-        items = list(inner(indices)) if inner else [self.dataset[i] for i in indices]
-        if self.return_indices:
-            key = self.index_key
-            items = [attach_index(item, i, key) for item, i in zip(items, indices, strict=True)]
-        return items
+        return read_items(self.dataset, indices, self.return_indices, self.index_key)
 
     def __getattr__(self, name: str) -> Any:
         dataset = self.__dict__.get("dataset")
