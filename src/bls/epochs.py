@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,9 @@ class EpochRun:
     pending_from: int = 0  # first batch of the pending buffer not yet folded into the scores
     rank: int = 0  # this process's column of the index table
     world_size: int = 1
+    tracked: deque[list[int]] | None = None  # batches a tracked batch sampler drew, not updated
+    tracked_count: int = 0  # batches it drew this epoch
+    last_loss: torch.Tensor | None = None  # the last update()'s loss, as the loop passed it
 
 
 class EpochCycle:
@@ -156,6 +160,14 @@ class EpochCycle:
             a dispatch on the step's path).
         """
         run, state = self.run, self.state
+        custom = self.loader.batch_sampler
+        if custom is not None and not explicit:
+            raise ValueError(
+                f"indices: the DataLoader's batch sampler {custom} forms its own batches, so a "
+                "loss cannot be matched to its samples by order; wrap it, "
+                f"DataLoader(handler, batch_sampler=handler.sampler.track({custom}(...))), or "
+                "build the handler with return_indices=True and pass update(loss, indices=...)"
+            )
         if explicit or self.loader.sharded_by_framework:
             raise ValueError(
                 "indices: this loader needs explicit indices; call update(loss, indices=...) "
@@ -188,7 +200,31 @@ class EpochCycle:
             run.iterator, column, state.batch_size, loader.drop_last, state.epoch
         )
         run.updates, run.pending_from, state.pending = 0, 0, None
+        run.tracked = deque() if loader.tracked else None
         return run.iterator
+
+    def track(self, batch: list[int]) -> None:
+        """Note a batch that the tracked batch sampler drew (its update comes later)."""
+        run = self.run
+        if run.tracked is None:
+            raise RuntimeError(
+                "a tracked batch sampler drew a batch outside an epoch's iteration: build the "
+                "DataLoader with batch_sampler=handler.sampler.track(...) over handler.sampler"
+            )
+        run.tracked.append(batch)
+        run.tracked_count += 1
+
+    def next_tracked(self) -> list[int]:
+        """The oldest drawn batch without an ``update()`` yet (the tracked route)."""
+        run = self.run
+        assert run.tracked is not None
+        if not run.tracked:
+            raise RuntimeError(
+                f"update() number {run.updates + 1} of epoch {self.state.epoch} has no batch "
+                f"yet: the tracked batch sampler has drawn {run.tracked_count} batches; call "
+                "update() once per batch, after the batch was drawn"
+            )
+        return run.tracked.popleft()
 
     def length(self, *, whole_plan: bool) -> int:
         """Indices this rank yields in the current epoch, or all ranks with ``whole_plan``."""
@@ -235,6 +271,8 @@ class EpochCycle:
         record["updates"] = run.updates
         expected = run.route.batches() if run.route is not None else 0
         ordered = not explicit and not self.loader.sharded_by_framework
+        if run.tracked is not None:
+            expected, ordered = run.tracked_count, True
         if ordered and expected and run.updates != expected:
             warnings.warn(
                 f"epoch {state.epoch}: update() was called {run.updates} times for "

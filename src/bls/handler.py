@@ -21,10 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from bls._checks import check_dataset, check_fraction, check_int
-from bls.attribution import ExplicitRoute
 from bls.epochs import AttributionWarning, EpochCycle, EpochRun, FewBatchesWarning
 from bls.policies import Policy
-from bls.recording import defer, flush, record_now
+from bls.recording import flush, record_update
 from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
 from bls.scores import NoScore, PerSampleLoss, ScoreSource
 from bls.state import FORMAT, DeclaredState, StateField, check_format, require
@@ -227,6 +226,18 @@ class PruningDataset(Dataset[Any]):
     def _run(self) -> EpochRun:  # the current epoch's runtime (tests and benchmarks read it)
         return self._epochs.run
 
+    @property
+    def unweighted_loss(self) -> torch.Tensor | None:
+        """The last ``update()``'s loss averaged, before any re-weighting: log this one.
+
+        ``update()`` returns InfoBatch's re-weighted loss in pruning epochs (larger than the
+        plain mean), right to back-propagate but not comparable across epochs or with an
+        unpruned run. A detached scalar tensor (no host sync until you read it); ``None``
+        before the first ``update()`` of the epoch.
+        """
+        loss = self._epochs.run.last_loss
+        return None if loss is None else loss.detach().mean()
+
     def is_pruning_epoch(self, epoch: int) -> bool:
         return self._epochs.is_pruning_epoch(epoch)
 
@@ -257,51 +268,9 @@ class PruningDataset(Dataset[Any]):
         """
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f"loss: expected a torch.Tensor, got {type(loss).__name__}")
-        run, source = self._epochs.run, self.score_source
-        if run.iterator is None:
-            raise RuntimeError(
-                "update() was called before any batch was drawn: iterate a DataLoader built "
-                "with sampler=handler.sampler first"
-            )
-        if not source.records:
-            run.updates += 1
-            return loss.mean()
-        state = self._state
-        if state.scores.device != loss.device:
-            self._flush()
-            state.to(loss.device)
-        every_rank: torch.Tensor | None = None
-        if indices is None:
-            start, length, local, every_rank = self._epochs.locate(
-                loss, source.per_sample, explicit=self.return_indices
-            )
-            deferred = run.world_size == 1
-        else:
-            local = ExplicitRoute.locate(indices, loss.device)
-            start, length, deferred = 0, local.shape[0], False
-        if source.per_sample and (loss.dim() == 0 or loss.shape[0] != length):
-            raise ValueError(
-                f"loss: per-sample scoring needs one loss per sample of the batch "
-                f"(reduction='none', length {length}), got shape {tuple(loss.shape)}; "
-                "for a scalar mean loss wrap the handler with BLS(...).proxy()"
-            )
-        batch_weights = None
-        if not run.unit_weights:
-            assert local is not None
-            batch_weights = state.weights.index_select(0, local)
-        returned, measurement = source.measure(loss, batch_weights)
-        if measurement is not None:
-            if deferred:
-                defer(state, run, source.per_sample, measurement, start, length)
-            else:
-                assert local is not None
-                self._flush()  # earlier deferred batches first: scores change in step order
-                state.nonfinite += record_now(
-                    source, state.scores, local, every_rank, measurement, run.world_size
-                )
-                run.pending_from = run.updates + 1
-        run.updates += 1
-        return returned
+        return record_update(
+            self._epochs, self.score_source, loss, indices, explicit=self.return_indices
+        )
 
     def _flush(self) -> None:
         """Fold the deferred batches into the scores (exactly as recording them one by one)."""
@@ -330,6 +299,10 @@ class PruningDataset(Dataset[Any]):
         if self.score_source.records and not self.score_source.per_sample:
             self._epochs.warn_if_too_few_batches()
         return iterator
+
+    def track_batch(self, batch: list[int]) -> None:
+        """Note a batch that ``sampler.track(...)``'s batch sampler drew."""
+        self._epochs.track(batch)
 
     def epoch_length(self, *, whole_plan: bool = False) -> int:
         """Indices this rank yields in the current epoch, or all ranks with ``whole_plan``.

@@ -1,6 +1,6 @@
 """Writing measured losses into the scores: at once, or deferred and folded in one step.
 
-Two ways, chosen per ``update()`` by the handler:
+Two ways, chosen per ``update()`` by :func:`record_update`:
 
 * :func:`record_now` writes one step's measurement, gathered from every rank under a process
   group, so the scores stay identical on all ranks after every step.
@@ -18,11 +18,78 @@ from typing import Any
 
 import torch
 
+from bls.attribution import ExplicitRoute
 from bls.distributed import gather_equal, gather_uneven
-from bls.epochs import EpochRun
+from bls.epochs import EpochCycle, EpochRun
 from bls.scores import ScoreSource
 
-__all__ = ["defer", "flush", "fold_pending", "record_now"]
+__all__ = ["defer", "flush", "fold_pending", "record_now", "record_update"]
+
+
+def record_update(
+    cycle: EpochCycle,
+    source: ScoreSource,
+    loss: torch.Tensor,
+    indices: Any,
+    *,
+    explicit: bool,
+) -> torch.Tensor:
+    """One ``update()``: find the loss's samples, record it, return the loss to back-propagate.
+
+    Args:
+        cycle: the handler's epochs (its ``run`` and declared ``state``).
+        source: the score source.
+        loss: the loss as the training loop computed it.
+        indices: the batch's indices (the explicit route), or ``None``: then a tracked batch
+            sampler's next batch, or else the order route.
+        explicit: the items carry their indices (``return_indices=True``).
+    """
+    run, state = cycle.run, cycle.state
+    if run.iterator is None:
+        raise RuntimeError(
+            "update() was called before any batch was drawn: iterate a DataLoader built "
+            "with sampler=handler.sampler first"
+        )
+    run.last_loss = loss
+    if run.tracked is not None:
+        batch = cycle.next_tracked()
+        indices = batch if indices is None else indices
+    if not source.records:
+        run.updates += 1
+        return loss.mean()
+    if state.scores.device != loss.device:
+        flush(source, state, run)
+        state.to(loss.device)
+    every_rank: torch.Tensor | None = None
+    if indices is None:
+        start, length, local, every_rank = cycle.locate(loss, source.per_sample, explicit=explicit)
+        deferred = run.world_size == 1
+    else:
+        local = ExplicitRoute.locate(indices, loss.device)
+        start, length, deferred = 0, local.shape[0], False
+    if source.per_sample and (loss.dim() == 0 or loss.shape[0] != length):
+        raise ValueError(
+            f"loss: per-sample scoring needs one loss per sample of the batch "
+            f"(reduction='none', length {length}), got shape {tuple(loss.shape)}; "
+            "for a scalar mean loss wrap the handler with BLS(...).proxy()"
+        )
+    batch_weights = None
+    if not run.unit_weights:
+        assert local is not None
+        batch_weights = state.weights.index_select(0, local)
+    returned, measurement = source.measure(loss, batch_weights)
+    if measurement is not None:
+        if deferred:
+            defer(state, run, source.per_sample, measurement, start, length)
+        else:
+            assert local is not None
+            flush(source, state, run)  # earlier deferred batches first: scores change in order
+            state.nonfinite += record_now(
+                source, state.scores, local, every_rank, measurement, run.world_size
+            )
+            run.pending_from = run.updates + 1
+    run.updates += 1
+    return returned
 
 
 def record_now(

@@ -5,11 +5,13 @@ epoch's indices. What it adds is what it learns of the loader iterating it, for 
 route of :mod:`bls.attribution` (docs/design.md, "How a loss finds its samples"): the k-th
 ``update()`` of an epoch belongs to positions ``[k*B, (k+1)*B)`` of this rank's share of the
 plan, so ``B`` must be known, not guessed. torch hands a sampler nothing of its loader, so
-when the epoch's iteration begins :func:`discover_loader` reads the objects that called it
-(the ``BatchSampler`` holding ``batch_size`` and ``drop_last``, the DataLoader iterator holding
-``in_order``). That is the one place that inspects frames; where it finds no ``BatchSampler``
-(a custom batch sampler), per-sample mode learns ``B`` from the first loss's length and BLS
-mode asks for explicit indices (``return_indices=True``).
+when the epoch's iteration begins :func:`discover_loader` reads the objects that called it:
+the DataLoader iterator (its ``in_order`` flag and the batch sampler it draws from) and the
+``BatchSampler`` frames (``batch_size``, ``drop_last``). That is the one place that inspects
+frames. A batch sampler other than torch's stock one forms its own batches, so the order route
+refuses it at the first ``update()`` and points to :meth:`PruningSampler.track` or explicit
+indices. Where no DataLoader iterator is found at all (the sampler iterated by hand), per-sample
+mode learns ``B`` from the first loss's length and BLS mode asks for explicit indices.
 
 Invariants:
 
@@ -25,12 +27,12 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from torch.utils.data import BatchSampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 from torch.utils.data.distributed import DistributedSampler
 
@@ -47,51 +49,108 @@ class LoaderInfo:
     """What the sampler could read from the loader iterating it.
 
     Attributes:
-        batch_size: samples per batch, or ``None`` when no ``BatchSampler`` was found.
+        batch_size: samples per batch, or ``None`` when no stock ``BatchSampler`` was found.
         drop_last: whether the loader drops the last partial batch.
         in_order: the DataLoader's ``in_order`` flag (``True`` when unknown).
         sharded_by_framework: ``True`` when Accelerate's ``BatchSamplerShard`` splits batches
             between ranks itself; the sampler must then yield the global plan.
+        batch_sampler: the class name of a batch sampler that forms its own batches (any other
+            than torch's ``BatchSampler``, e.g. torchvision's ``GroupedBatchSampler``), whose
+            batches are not consecutive runs of the plan; ``None`` for the stock one.
+        tracked: the batch sampler is wrapped by :meth:`PruningSampler.track`, which reports
+            every batch's indices as it is formed.
     """
 
     batch_size: int | None = None
     drop_last: bool = False
     in_order: bool = True
     sharded_by_framework: bool = False
+    batch_sampler: str | None = None
+    tracked: bool = False
+
+
+def _is_stock_batch_sampler(owner: Any) -> bool:
+    """A ``BatchSampler`` that cuts its sampler's order into consecutive batches."""
+    return (
+        isinstance(owner, BatchSampler)
+        and type(owner).__iter__ is BatchSampler.__iter__
+        and isinstance(getattr(owner, "batch_size", None), int)
+        and isinstance(getattr(owner, "drop_last", None), bool)
+    )
 
 
 def discover_loader(max_depth: int = 12) -> LoaderInfo:
     """Read batch size, ``drop_last`` and ``in_order`` from the frames iterating the sampler.
 
-    Must be called from ``PruningSampler.__iter__``. Raises ``TypeError`` for loaders that read
-    the next epoch ahead of ``set_epoch`` (timm's ``MultiEpochsDataLoader`` and its kin).
+    Must be called from ``PruningSampler.__iter__``. A batch sampler other than torch's stock
+    one is recorded by name (``LoaderInfo.batch_sampler``), never read for attributes it may
+    lack. Raises ``TypeError`` for loaders that read the next epoch ahead of ``set_epoch``
+    (timm's ``MultiEpochsDataLoader`` and its kin), naming the loader class.
     """
     frame = sys._getframe(2)
-    batch_size: int | None = None
-    drop_last = False
-    in_order = True
-    sharded = False
+    found: dict[str, Any] = {"batch_size": None, "drop_last": False, "in_order": True}
+    lookahead: str | None = None
+    loader_class: str | None = None
     for _ in range(max_depth):
         if frame is None:
             break
         owner = frame.f_locals.get("self")
         kind = type(owner).__name__
-        if kind in _LOOKAHEAD_CLASSES:
-            raise TypeError(
-                f"{kind} reads the next epoch's indices before the current epoch's losses "
-                "arrive, so pruning decisions would use stale scores; use the stock "
-                "torch.utils.data.DataLoader (persistent_workers=True keeps workers alive)"
-            )
+        if kind in _LOOKAHEAD_CLASSES and lookahead is None:
+            lookahead = kind
+        if isinstance(owner, DataLoader) and loader_class is None:
+            loader_class = f"{type(owner).__module__}.{type(owner).__qualname__}"
         if kind == "BatchSamplerShard":
-            sharded = True
-        if isinstance(owner, BatchSampler) and batch_size is None:
-            batch_size, drop_last = int(owner.batch_size), bool(owner.drop_last)
+            found["sharded_by_framework"] = True
+        elif isinstance(owner, _TrackedBatchSampler):
+            found["tracked"] = True
         elif isinstance(owner, _BaseDataLoaderIter):
-            in_order = in_order and bool(getattr(owner, "_in_order", True))
-            if not getattr(owner, "_auto_collation", True):
-                batch_size, drop_last = 1, False  # batch_size=None: one sample per step
+            found["in_order"] = found["in_order"] and bool(getattr(owner, "_in_order", True))
+            _read_index_sampler(owner, found)
+        elif isinstance(owner, BatchSampler) and "batch_sampler" not in found:
+            _read_batch_sampler(owner, found)
         frame = frame.f_back  # type: ignore[assignment]
-    return LoaderInfo(batch_size, drop_last, in_order, sharded)
+    if lookahead is not None:
+        who = lookahead if loader_class is None else f"{loader_class} (through {lookahead})"
+        raise TypeError(
+            f"{who} reads the next epoch's indices before the current epoch's losses "
+            "arrive, so pruning decisions would use stale scores; use the stock "
+            "torch.utils.data.DataLoader (persistent_workers=True keeps workers alive)"
+        )
+    return LoaderInfo(**found)
+
+
+def _read_batch_sampler(owner: Any, found: dict[str, Any]) -> None:
+    """The innermost batch sampler: stock ones give ``B`` and ``drop_last``; others a name."""
+    if found["batch_size"] is not None:
+        return
+    if _is_stock_batch_sampler(owner):
+        found["batch_size"], found["drop_last"] = owner.batch_size, owner.drop_last
+    else:
+        found["batch_sampler"] = type(owner).__qualname__
+
+
+def _read_index_sampler(owner: Any, found: dict[str, Any]) -> None:
+    """What the DataLoader iterator draws indices from (torch keeps it as ``_index_sampler``).
+
+    The loader's own reference is authoritative: the frames below it may show only an inner
+    stock ``BatchSampler`` that a custom batch sampler regroups.
+    """
+    if not getattr(owner, "_auto_collation", True):
+        found["batch_size"], found["drop_last"] = 1, False  # batch_size=None: one per step
+        return
+    index_sampler = getattr(owner, "_index_sampler", None)
+    if index_sampler is None or type(index_sampler).__name__ == "BatchSamplerShard":
+        return  # under Accelerate's shard the inner batch sampler (read from its frame) counts
+    if isinstance(index_sampler, _TrackedBatchSampler):
+        found["tracked"] = True
+    elif _is_stock_batch_sampler(index_sampler):
+        found["batch_size"] = index_sampler.batch_size
+        found["drop_last"] = index_sampler.drop_last
+        found.pop("batch_sampler", None)
+    else:
+        found["batch_size"], found["drop_last"] = None, False
+        found["batch_sampler"] = type(index_sampler).__qualname__
 
 
 class PlanSource(Protocol):
@@ -118,6 +177,10 @@ class PlanSource(Protocol):
         """Indices this rank yields this epoch, or all ranks together with ``whole_plan``."""
         ...
 
+    def track_batch(self, batch: list[int]) -> None:
+        """Note a batch a tracked batch sampler formed (see :meth:`PruningSampler.track`)."""
+        ...
+
 
 class PruningSampler(DistributedSampler[int]):
     """Yields the current epoch's indices (this rank's share under DDP).
@@ -142,6 +205,25 @@ class PruningSampler(DistributedSampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return self._handler.iterate_epoch(discover_loader())
+
+    def track(self, batch_sampler: Iterable[list[int]]) -> Sampler[list[int]]:
+        """Wrap a batch sampler built over this sampler so each loss finds its batch exactly.
+
+        For batch samplers that form their own batches (torchvision's ``GroupedBatchSampler``,
+        length bucketing, varying batch sizes): ``DataLoader(handler,
+        batch_sampler=handler.sampler.track(GroupedBatchSampler(handler.sampler, ...)))``.
+        Every batch's indices are noted as the loader draws it, and the ``k``-th ``update()``
+        of an epoch takes the ``k``-th batch drawn (batches reach the loop in that order,
+        ``in_order=True``), so ``update(loss)`` needs no indices and the items stay unchanged.
+        """
+        if isinstance(batch_sampler, _TrackedBatchSampler):
+            return batch_sampler
+        if not hasattr(batch_sampler, "__iter__"):
+            raise TypeError(
+                "batch_sampler: expected an iterable of index lists (a batch sampler), got "
+                f"{type(batch_sampler).__name__}"
+            )
+        return _TrackedBatchSampler(batch_sampler, self._handler.track_batch)
 
     def __len__(self) -> int:
         # Accelerate's BatchSamplerShard sizes its shards from the global plan, which is also
@@ -185,6 +267,32 @@ class PruningSampler(DistributedSampler[int]):
     @property
     def total_size(self) -> int:  # type: ignore[override]
         return len(self) * self.num_replicas
+
+
+class _TrackedBatchSampler(Sampler[list[int]]):
+    """A user's batch sampler whose batches are reported to the handler as they are drawn.
+
+    Attributes other than its own (``batch_size``, ``drop_last``, ``sampler``) are read from
+    the wrapped batch sampler, so code that inspects a loader's batch sampler still works.
+    """
+
+    def __init__(self, batch_sampler: Iterable[list[int]], report: Callable[[list[int]], None]):
+        self.batch_sampler = batch_sampler
+        self._report = report
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batch_sampler:
+            self._report(batch)
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("batch_sampler")
+        if name.startswith("__") or inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
 
 
 def _measured_by_framework_shard(max_depth: int = 4) -> bool:
