@@ -71,8 +71,47 @@ def _damaged(change: dict[str, Any], drop: str | None = None) -> dict[str, Any]:
         (_damaged({"scores": torch.full((64,), float("nan"))}), "'scores' holds 64 non-finite"),
         (_damaged({"weights": [1.0] * 64}), "'weights' must be a tensor, got list"),
         (_damaged({"num_samples": 65}), "saved num_samples=65 does not match"),
+        (_damaged({"scores": torch.full((64,), float("inf"))}), "'scores' holds 64 non-finite"),
+        (_damaged({"epoch": "1"}), r"'epoch' is '1'; expected an int >= -1"),
+        (_damaged({"epoch": True}), r"'epoch' is True; expected an int >= -1"),
+        (_damaged({"seed": -3}), r"'seed' is -3; expected an int >= 0"),
+        (_damaged({"history": 5}), r"'history' is 5; expected a list of dicts"),
+        (_damaged({"history": [{"kept": 3}]}), r"'history' is .*expected a list of dicts"),
+        (_damaged({"batch_size": 0}), r"'batch_size' is 0; expected -1 or an int >= 1"),
+        (_damaged({"epoch_started": "yes"}), r"'epoch_started' is 'yes'; expected a bool"),
+        (_damaged({"updates": -1}), r"'updates' is -1; expected an int >= 0"),
+        (_damaged({"layout": [0, 8, False]}), r"'layout' is \[0, 8, False\]; expected"),
+        (_damaged({}, drop="plan"), "has no 'plan' entry"),
+        (_damaged({"plan": torch.tensor([0.5])}), "'plan' must be a 1-D integer tensor"),
+        (_damaged({"plan": torch.tensor([3, 64])}), r"'plan' must be .* in \[0, 64\)"),
+        (
+            {"state": {}, "param_groups": []},  # an optimizer's state_dict, passed by mistake
+            "has no 'format' entry .*'state', 'param_groups'",
+        ),
     ],
-    ids=["empty", "no-num_samples", "format", "length", "nan", "not-a-tensor", "other-data"],
+    ids=[
+        "empty",
+        "no-num_samples",
+        "format",
+        "length",
+        "nan",
+        "not-a-tensor",
+        "other-data",
+        "inf",
+        "epoch-str",
+        "epoch-bool",
+        "seed",
+        "history",
+        "history-record",
+        "batch_size",
+        "epoch_started",
+        "updates",
+        "layout",
+        "no-plan",
+        "plan-float",
+        "plan-range",
+        "foreign",
+    ],  # fmt: skip
 )
 def test_damaged_checkpoints_name_what_is_wrong(state: dict[str, Any], message: str) -> None:
     handler = BLS(InfoBatch(IndexedDataset(64), num_epochs=4, prune_ratio=0.5), alpha=0.7).proxy()
@@ -80,6 +119,14 @@ def test_damaged_checkpoints_name_what_is_wrong(state: dict[str, Any], message: 
     with pytest.raises(ValueError, match=message):
         handler.load_state_dict(state)
     assert torch.equal(handler.scores, before)  # nothing half-loaded
+
+
+def test_a_state_that_is_not_a_mapping_is_a_type_error() -> None:
+    handler = BLS(InfoBatch(IndexedDataset(64), num_epochs=4, prune_ratio=0.5), alpha=0.7).proxy()
+    with pytest.raises(
+        TypeError, match="expected the dict handler.state_dict.. returned, got list"
+    ):
+        handler.load_state_dict([1, 2])  # type: ignore[arg-type]
 
 
 def _forking_bytes(obj: Any) -> bytes:

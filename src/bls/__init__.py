@@ -8,7 +8,7 @@ Three lines turn a training loop into a pruned one::
 """
 
 from bls import diagnostics
-from bls.handler import AttributionWarning, FewBatchesWarning, PruningDataset
+from bls.handler import AttributionWarning, FewBatchesWarning, PruningDataset, ResumeWarning
 from bls.methods import BLS, PRUNE_TYPES, Full, InfoBatch, RandomPrune, SeTa, Static, prune
 from bls.policies import EpochPlan, is_pruning_epoch
 from bls.sampler import PruningSampler
@@ -31,6 +31,7 @@ __all__ = [
     "PruningDataset",
     "PruningSampler",
     "RandomPrune",
+    "ResumeWarning",
     "SeTa",
     "Static",
     "__version__",

@@ -24,7 +24,14 @@ from bls.policies import EpochPlan, Policy, is_pruning_epoch
 from bls.sampler import LoaderInfo, _EpochIterator
 from bls.sharding import Shards, shard_plan
 
-__all__ = ["AttributionWarning", "EpochCycle", "EpochRun", "FewBatchesWarning"]
+__all__ = [
+    "AttributionWarning",
+    "EpochCycle",
+    "EpochRun",
+    "FewBatchesWarning",
+    "Resume",
+    "ResumeWarning",
+]
 
 logger = logging.getLogger("bls")
 
@@ -33,8 +40,27 @@ class AttributionWarning(UserWarning):
     """An epoch ended with a different number of ``update()`` calls than batches."""
 
 
+class ResumeWarning(UserWarning):
+    """A run seems to resume training without having loaded the handler's state."""
+
+
 class FewBatchesWarning(UserWarning):
     """An epoch has fewer than two batches, so batch-loss scores cannot tell samples apart."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a mid-epoch checkpoint left its epoch.
+
+    Attributes:
+        updates: ``update()`` calls made in the epoch before the checkpoint.
+        position: indices of this rank's shard the updated batches used (``-1``: unknown).
+        layout: ``(ranks, batch_size, drop_last)`` the epoch was laid out with.
+    """
+
+    updates: int
+    position: int
+    layout: tuple[int, int | None, bool]
 
 
 @dataclass
@@ -51,8 +77,10 @@ class EpochRun:
     pending_from: int = 0  # first batch of the pending buffer not yet folded into the scores
     rank: int = 0  # this process's column of the index table
     world_size: int = 1
-    tracked: deque[list[int]] | None = None  # batches a tracked batch sampler drew, not updated
+    tracked: deque[tuple[list[int], int]] | None = None  # drawn (batch, position), no update
     tracked_count: int = 0  # batches it drew this epoch
+    consumed: int = 0  # tracked: the shard position when the last updated batch was drawn
+    resume: Resume | None = None  # where a mid-epoch checkpoint left this epoch
     last_loss: torch.Tensor | None = None  # the last update()'s loss, as the loop passed it
 
 
@@ -115,6 +143,20 @@ class EpochCycle:
             }
         )
         logger.debug("epoch %d: kept %d of %d", epoch, indices.size, self.num_samples)
+
+    def resume(self, plan: np.ndarray, resume: Resume) -> None:
+        """Restore an epoch whose iteration began before a checkpoint (the state is loaded).
+
+        Its record in the history loses what the checkpoint wrote for closing it (the resumed
+        pass closes it), and its non-finite count so far is restored.
+        """
+        unit = bool(torch.all(self.state.weights == 1.0))
+        self.run = EpochRun(decided=plan, unit_weights=unit, resume=resume)
+        record = self.state.history[-1] if self.state.history else {}
+        if record.get("epoch") == self.state.epoch:
+            record.pop("updates", None)
+            skipped = int(record.pop("nonfinite", 0))
+            self.state.nonfinite = torch.tensor(skipped, device=self.state.scores.device)
 
     def shards(self, world_size: int) -> Shards:
         """The decided plan laid out for the current loader (cached per layout)."""
@@ -184,8 +226,12 @@ class EpochCycle:
         every_rank = None if run.world_size == 1 else route.every_rank(state.table, start, stop)
         return start, stop - start, local, every_rank
 
-    def begin(self, loader: LoaderInfo) -> _EpochIterator:
-        """Start iterating the decided epoch for ``loader``; returns this rank's iterator."""
+    def begin(self, loader: LoaderInfo, into: _EpochIterator | None = None) -> _EpochIterator:
+        """Start iterating the decided epoch for ``loader``; returns this rank's iterator.
+
+        ``into``: an iterator a loader already holds, restarted for this pass instead of a
+        new one (see ``PruningDataset.load_state_dict``).
+        """
         self.loader = loader
         state, run = self.state, self.run
         if loader.batch_size is not None:
@@ -195,13 +241,64 @@ class EpochCycle:
         column = rank if shards.ranks > 1 else 0
         state.table = torch.from_numpy(shards.table()).to(state.scores.device, non_blocking=True)
         run.rank, run.world_size = column, world_size
-        run.iterator = _EpochIterator(shards.local(column))
+        start, done = self._resume_point(run.shards_key)
+        if into is None:
+            into = _EpochIterator(shards.local(column), start)
+        else:
+            into.restart(shards.local(column), start)
+        run.iterator = into
         run.route = OrderRoute(
             run.iterator, column, state.batch_size, loader.drop_last, state.epoch
         )
-        run.updates, run.pending_from, state.pending = 0, 0, None
+        run.updates, run.pending_from, state.pending = done, done, None
         run.tracked = deque() if loader.tracked else None
+        run.tracked_count, run.consumed = done, start
         return run.iterator
+
+    def _resume_point(self, layout: Any) -> tuple[int, int]:
+        """``(position, updates)`` to start this epoch's pass at: ``(0, 0)`` unless resumed."""
+        resume = self.run.resume
+        if resume is None:
+            return 0, 0
+        if tuple(layout) != tuple(resume.layout):
+            raise ValueError(
+                f"the checkpoint was taken in epoch {self.state.epoch} with (ranks, "
+                f"batch_size, drop_last) = {tuple(resume.layout)}, this loader has "
+                f"{tuple(layout)}; a mid-epoch resume needs the same loader setup"
+            )
+        if resume.position < 0:
+            warnings.warn(
+                f"epoch {self.state.epoch}: the checkpoint does not say which samples its "
+                f"{resume.updates} updated batches used (a batch sampler of its own with "
+                "explicit indices), so the epoch restarts from its first batch",
+                AttributionWarning,
+                stacklevel=5,
+            )
+            return 0, 0
+        return resume.position, resume.updates
+
+    def checkpoint_position(self) -> tuple[int, bool]:
+        """``(position, finished)`` of the epoch's pass, for a checkpoint.
+
+        ``position``: indices of this rank's shard that the updated batches used (``-1``:
+        unknown). Stock batches are consecutive runs of ``B``, so prefetched batches are not
+        counted; tracked batches report where the shard stood when the last updated one was
+        drawn. ``finished``: every batch of the epoch was updated (where it cannot be counted,
+        the sampler is exhausted).
+        """
+        run, state = self.run, self.state
+        if run.iterator is None:
+            return 0, False
+        size = int(run.iterator.shard.size)
+        exhausted = run.iterator.position >= size
+        if run.tracked is not None:
+            return run.consumed, exhausted and not run.tracked
+        if self.loader.batch_sampler is not None or self.loader.sharded_by_framework:
+            return -1, exhausted
+        if state.batch_size is None:
+            return (0, False) if run.updates == 0 else (-1, exhausted)
+        assert run.route is not None
+        return min(run.updates * state.batch_size, size), run.updates >= run.route.batches()
 
     def track(self, batch: list[int]) -> None:
         """Note a batch that the tracked batch sampler drew (its update comes later)."""
@@ -211,7 +308,8 @@ class EpochCycle:
                 "a tracked batch sampler drew a batch outside an epoch's iteration: build the "
                 "DataLoader with batch_sampler=handler.sampler.track(...) over handler.sampler"
             )
-        run.tracked.append(batch)
+        assert run.iterator is not None
+        run.tracked.append((batch, run.iterator.position))
         run.tracked_count += 1
 
     def next_tracked(self) -> list[int]:
@@ -224,7 +322,8 @@ class EpochCycle:
                 f"yet: the tracked batch sampler has drawn {run.tracked_count} batches; call "
                 "update() once per batch, after the batch was drawn"
             )
-        return run.tracked.popleft()
+        batch, run.consumed = run.tracked.popleft()
+        return batch
 
     def length(self, *, whole_plan: bool) -> int:
         """Indices this rank yields in the current epoch, or all ranks with ``whole_plan``."""

@@ -14,14 +14,23 @@ Randomness comes only from ``numpy.random.default_rng([seed, epoch])``: the user
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from bls._checks import check_dataset, check_fraction, check_int
-from bls.epochs import AttributionWarning, EpochCycle, EpochRun, FewBatchesWarning
+from bls.epochs import (
+    AttributionWarning,
+    EpochCycle,
+    EpochRun,
+    FewBatchesWarning,
+    Resume,
+    ResumeWarning,
+)
 from bls.policies import Policy
 from bls.recording import flush, record_update
 from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
@@ -29,7 +38,7 @@ from bls.scores import NoScore, PerSampleLoss, ScoreSource
 from bls.state import FORMAT, DeclaredState, StateField, check_format, require
 from bls.worker import WorkerDataset, send_as_worker_view
 
-__all__ = ["AttributionWarning", "FewBatchesWarning", "PruningDataset"]
+__all__ = ["AttributionWarning", "FewBatchesWarning", "PruningDataset", "ResumeWarning"]
 
 
 class _HandlerState(DeclaredState):
@@ -66,30 +75,51 @@ class _HandlerState(DeclaredState):
         self.add_state(StateField("history", None, saved=True), [])
         self.add_state(StateField("warned_nonfinite", None, saved=True), False)
 
-    def checkpoint(self, identity: dict[str, Any], run: EpochRun, seed: int) -> dict[str, Any]:
-        """``state_dict()``: the saved fields, the handler's identity and where the epoch is."""
+    def checkpoint(self, identity: dict[str, Any], cycle: EpochCycle, seed: int) -> dict[str, Any]:
+        """``state_dict()``: the saved fields, the handler's identity and where the epoch is.
+
+        Mid-epoch (the epoch's iteration began) it also holds the epoch's plan, the number of
+        ``update()`` calls and the shard position they reached, so a resumed run continues the
+        epoch with exactly its remaining batches.
+        """
+        run = cycle.run
         saved = self.saved()
         history = [dict(record) for record in saved["history"]]
-        if run.iterator is not None and history and "updates" not in history[-1]:
-            # A resumed run never closes this epoch: store what closing it records, so the
-            # resumed history equals the uninterrupted run's.
+        started = run.iterator is not None
+        if started and history and "updates" not in history[-1]:
+            # A resumed run closes this epoch itself; the record says what closing it now
+            # would, and the resumed run's close overwrites it.
             history[-1].update(updates=run.updates, nonfinite=int(self.nonfinite))
         batch_size = saved["batch_size"]
+        key = run.shards_key if started and run.shards_key is not None else (1, None, False)
+        ranks, layout_batch, drop_last = key
+        position, finished = cycle.checkpoint_position()
+        resumable = started and not finished and run.decided is not None
+        plan = run.decided if resumable and run.decided is not None else np.empty(0, np.int64)
         return {
             "format": FORMAT,
             **identity,
             "seed": seed,
-            "epoch_started": run.iterator is not None,
+            "epoch_started": started,
             **saved,
             "batch_size": -1 if batch_size is None else batch_size,  # -1: not known yet
             "history": history,
+            "plan": torch.from_numpy(plan.astype(np.int64)),
+            "epoch_finished": finished,
+            "updates": run.updates if started else 0,
+            "position": position,
+            "layout": [ranks, -1 if layout_batch is None else layout_batch, drop_last],
         }
 
-    def restore(self, state: Mapping[str, Any], identity: dict[str, Any]) -> tuple[int, int, bool]:
-        """Check and load a :meth:`checkpoint`; returns ``(seed, epoch, epoch_started)``.
+    def restore(
+        self, state: Mapping[str, Any], identity: dict[str, Any]
+    ) -> tuple[int, int, tuple[np.ndarray, Resume] | None]:
+        """Check and load a :meth:`checkpoint`; returns ``(seed, epoch, resume)``.
 
-        The per-epoch fields are reset and ``epoch`` is left at ``-1`` when the saved epoch was
-        decided but not yet iterated (the caller decides it again).
+        Everything is checked before anything is loaded. The per-epoch fields are reset and
+        ``epoch`` is left at ``-1`` when the saved epoch was decided but not yet iterated (the
+        caller decides it again); ``resume`` is the plan and :class:`~bls.epochs.Resume` of an
+        epoch whose iteration had begun.
         """
         check_format(state)
         for key, mine in identity.items():
@@ -98,17 +128,83 @@ class _HandlerState(DeclaredState):
                     f"state_dict: saved {key}={state[key]!r} does not match this handler's "
                     f"{key}={mine!r}"
                 )
+        plain = {key: check_plain(state, key) for key in _PLAIN}
+        plan = _check_plan(require(state, "plan"), self.num_samples)
         device = self.scores.device
         self.load(state, device)
-        batch_size = int(require(state, "batch_size"))
-        self.batch_size = batch_size if batch_size > 0 else None
+        self.batch_size = plain["batch_size"] if plain["batch_size"] > 0 else None
         self.history = [dict(record) for record in self.history]
-        self.warned_nonfinite = bool(self.warned_nonfinite)
         self.reset_epoch(device)
-        epoch, started = int(self.epoch), bool(require(state, "epoch_started"))
+        epoch, started = plain["epoch"], plain["epoch_started"]
         if epoch >= 0 and not started:
-            self.epoch = -1
-        return int(require(state, "seed")), epoch, started
+            self.epoch = -1  # decided, not iterated: the caller decides it again
+        resume = None
+        if epoch >= 0 and started and not plain["epoch_finished"]:
+            ranks, batch_size, drop_last = plain["layout"]
+            layout = (ranks, batch_size if batch_size > 0 else None, bool(drop_last))
+            resume = (plan, Resume(plain["updates"], plain["position"], layout))
+        return plain["seed"], epoch, resume
+
+
+def _check_plan(value: Any, num_samples: int) -> np.ndarray:
+    """The saved plan of a started epoch: a 1-D integer tensor of sample indices."""
+    ok = isinstance(value, torch.Tensor) and value.dim() == 1 and not value.is_floating_point()
+    if ok and value.numel():
+        ok = bool(value.min() >= 0) and bool(value.max() < num_samples)
+    if not ok:
+        shown = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"state_dict: 'plan' must be a 1-D integer tensor of sample indices in "
+            f"[0, {num_samples}), got {shown}; the checkpoint is damaged"
+        )
+    dtype = np.int32 if num_samples < 2**31 else np.int64
+    return value.numpy().astype(dtype)
+
+
+def _is_history(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in value
+    )
+
+
+def _is_layout(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) for v in value)
+        and value[0] >= 1
+    )
+
+
+#: The plain values of a checkpoint: (rule, what is expected), checked before loading.
+_PLAIN: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "epoch": (lambda v: _is_int(v) and v >= -1, "an int >= -1"),
+    "epoch_started": (lambda v: isinstance(v, bool), "a bool"),
+    "epoch_finished": (lambda v: isinstance(v, bool), "a bool"),
+    "batch_size": (lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or an int >= 1"),
+    "history": (_is_history, "a list of dicts with an int 'epoch'"),
+    "warned_nonfinite": (lambda v: isinstance(v, bool), "a bool"),
+    "updates": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "position": (lambda v: _is_int(v) and v >= -1, "an int >= -1"),
+    "layout": (_is_layout, "[ranks >= 1, batch_size, drop_last]"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_plain(state: Mapping[str, Any], key: str) -> Any:
+    """``state[key]`` checked against :data:`_PLAIN`, or a ``ValueError`` naming the key."""
+    value = require(state, key)
+    rule, expected = _PLAIN[key]
+    if not rule(value):
+        raise ValueError(
+            f"state_dict: {key!r} is {value!r:.80}; expected {expected}; the checkpoint is "
+            "damaged or not a bls-prune handler state"
+        )
+    return value
 
 
 class PruningDataset(Dataset[Any]):
@@ -166,6 +262,8 @@ class PruningDataset(Dataset[Any]):
         self._state = _HandlerState(self.num_samples, policy.initial_score)
         self._epochs = EpochCycle(self._state, policy, self.num_epochs, self.delta)
         self.sampler = PruningSampler(self)
+        self._loaded = False
+        self._forward_writes = True  # from here on, see __setattr__
 
     # ------------------------------------------------------------------ dataset protocol
     def __len__(self) -> int:
@@ -184,6 +282,21 @@ class PruningDataset(Dataset[Any]):
         if name.startswith("__") or dataset is None:
             raise AttributeError(name)
         return getattr(dataset, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Frameworks configure the dataset they are handed (timm's create_loader sets
+        # ``dataset.transform``): a write of an attribute the wrapped dataset has, and the
+        # handler does not, goes to the wrapped dataset, which the workers read.
+        own = self.__dict__
+        if (
+            own.get("_forward_writes")
+            and name not in own
+            and not hasattr(type(self), name)
+            and hasattr(own["dataset"], name)
+        ):
+            setattr(own["dataset"], name, value)
+            return
+        super().__setattr__(name, value)
 
     def __getstate__(self) -> dict[str, Any]:
         self._flush()  # a copy holds every update so far (DeclaredState pickles host tensors)
@@ -280,6 +393,14 @@ class PruningDataset(Dataset[Any]):
     def plan_epoch(self, epoch: int) -> None:
         """Decide epoch ``epoch``'s plan unless it is current (``sampler.set_epoch`` calls this)."""
         epoch = check_int("epoch", epoch, 0)
+        if epoch > 0 and self.epoch < 0 and not self._loaded:
+            warnings.warn(
+                f"set_epoch({epoch}) is the first epoch this handler sees: if the run resumes a "
+                "checkpoint, call handler.load_state_dict(...) with the state saved beside the "
+                "model first; otherwise every sample's score starts afresh",
+                ResumeWarning,
+                stacklevel=3,
+            )
         if epoch == self.epoch and self._epochs.run.decided is not None:
             # Decided already. Frameworks call set_epoch more than once per epoch (the trainer
             # and the loader wrapper), sometimes after iteration began: never decide twice.
@@ -287,15 +408,19 @@ class PruningDataset(Dataset[Any]):
         self._close_epoch()
         self._decide(epoch)
 
-    def iterate_epoch(self, loader: LoaderInfo) -> _EpochIterator:
+    def iterate_epoch(
+        self, loader: LoaderInfo, into: _EpochIterator | None = None
+    ) -> _EpochIterator:
         """Start iterating the current epoch (deciding the next one if nobody called
         ``set_epoch``); ``loader`` is what the sampler learnt of the DataLoader."""
         self._epochs.check_loader(loader)
         run = self._epochs.run
-        if run.decided is None or run.iterator is not None:
+        if run.decided is None or (run.iterator is not None and run.iterator.drew):
+            # A pass that drew nothing is not an epoch: torchdata's StatefulDataLoader calls
+            # iter(sampler) twice per epoch, and again while restoring its state.
             self._close_epoch()
             self._decide(self.epoch + 1)
-        iterator = self._epochs.begin(loader)
+        iterator = self._epochs.begin(loader, into)
         if self.score_source.records and not self.score_source.per_sample:
             self._epochs.warn_if_too_few_batches()
         return iterator
@@ -331,14 +456,15 @@ class PruningDataset(Dataset[Any]):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume at an epoch boundary, as tensors and Python numbers.
+        """Everything needed to resume, as tensors and Python numbers.
 
-        Loads with ``torch.load(..., weights_only=True)``. Save after an epoch's last
-        ``update()``; the resumed run then decides the following epochs exactly as the
-        uninterrupted run.
+        Loads with ``torch.load(..., weights_only=True)``. Save after any ``update()`` (under
+        a process group, every rank at the same step; the ranks' states are equal, so rank 0
+        may write it). The resumed run continues an interrupted epoch with exactly its
+        remaining batches, then decides the following epochs as the uninterrupted run.
         """
         self._flush()
-        return self._state.checkpoint(self._identity(), self._epochs.run, self.seed)
+        return self._state.checkpoint(self._identity(), self._epochs, self.seed)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output after checking it belongs to the same setup.
@@ -348,12 +474,20 @@ class PruningDataset(Dataset[Any]):
                 with NaN/inf values, another format) or from another setup (data set size,
                 policy or score source).
         """
-        self.seed, epoch, started = self._state.restore(state, self._identity())
+        waiting = self._epochs.run.iterator  # a loader may hold a pass that drew nothing yet
+        self._loaded = True
+        self.seed, epoch, resume = self._state.restore(state, self._identity())
         self._epochs.run = EpochRun()
-        if epoch >= 0 and not started:
+        if resume is not None:
+            self._epochs.resume(*resume)  # mid-epoch: the rest of the same plan
+        elif epoch >= 0 and self.epoch < 0:
             # Decided but not yet iterated: the scores have not moved since, so deciding again
             # reproduces the same plan.
             self._decide(epoch)
+        if waiting is not None and not waiting.drew:
+            # torchdata's StatefulDataLoader (no workers) restores the dataset's state after it
+            # began the sampler's pass: that pass continues from the loaded state.
+            self.iterate_epoch(self._epochs.loader, into=waiting)
 
     def _identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be loaded into this handler."""

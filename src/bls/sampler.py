@@ -69,11 +69,20 @@ class LoaderInfo:
     tracked: bool = False
 
 
+#: Batch samplers that cut their sampler's order into consecutive batches, as torch's does:
+#: torchdata's (StatefulDataLoader's default) only adds a resumable iterator.
+_CONSECUTIVE = {"torchdata.stateful_dataloader.sampler.BatchSampler"}
+
+
 def _is_stock_batch_sampler(owner: Any) -> bool:
     """A ``BatchSampler`` that cuts its sampler's order into consecutive batches."""
+    kind = type(owner)
     return (
         isinstance(owner, BatchSampler)
-        and type(owner).__iter__ is BatchSampler.__iter__
+        and (
+            kind.__iter__ is BatchSampler.__iter__
+            or f"{kind.__module__}.{kind.__qualname__}" in _CONSECUTIVE
+        )
         and isinstance(getattr(owner, "batch_size", None), int)
         and isinstance(getattr(owner, "drop_last", None), bool)
     )
@@ -206,6 +215,29 @@ class PruningSampler(DistributedSampler[int]):
     def __iter__(self) -> Iterator[int]:
         return self._handler.iterate_epoch(discover_loader())
 
+    def state_dict(self) -> dict[str, int]:
+        """The epoch the sampler is in (torchdata's ``Stateful`` protocol).
+
+        The plan and the scores are the handler's: save ``handler.state_dict()`` beside the
+        loader's state and load it first.
+        """
+        return {"epoch": self._handler.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Check that the handler was restored to the epoch the loader's state is in."""
+        epoch = state.get("epoch") if isinstance(state, dict) else None
+        if not isinstance(epoch, int):
+            raise ValueError(
+                f"state_dict: the sampler state's 'epoch' is {epoch!r}; expected an int (the "
+                "loader state is damaged)"
+            )
+        if epoch != self._handler.epoch:
+            raise ValueError(
+                f"state_dict: the loader's state is in epoch {epoch} but the handler is in "
+                f"epoch {self._handler.epoch}; call handler.load_state_dict(...) with the state "
+                "saved at the same step before loader.load_state_dict(...)"
+            )
+
     def track(self, batch_sampler: Iterable[list[int]]) -> Sampler[list[int]]:
         """Wrap a batch sampler built over this sampler so each loss finds its batch exactly.
 
@@ -313,16 +345,28 @@ class _EpochIterator(Iterator[int]):
     ``__iter__`` returns ``self``: torch's ``BatchSampler`` re-wraps this iterator for every
     batch and must continue where the previous batch stopped. The items come from a C-level
     chain over ``tolist()`` chunks, so each index costs one counter increment in Python.
+    ``start`` resumes the pass at that position (a mid-epoch checkpoint). ``state_dict`` and
+    ``load_state_dict`` follow torchdata's ``Stateful`` protocol.
     """
 
-    def __init__(self, shard: np.ndarray) -> None:
+    def __init__(self, shard: np.ndarray, start: int = 0) -> None:
+        self.restart(shard, start)
+
+    def restart(self, shard: np.ndarray, start: int) -> None:
+        """Begin the pass again over ``shard`` at ``start`` (the object stays the same)."""
         self.shard = shard
+        self.start = start
         self._drawn = 0
-        self._items = self._chain_from(0)
+        self._items = self._chain_from(start)
 
     @property
     def position(self) -> int:
-        return min(self._drawn, self.shard.size)  # the final, empty next() also counted
+        return min(self.start + self._drawn, self.shard.size)  # the final, empty next() too
+
+    @property
+    def drew(self) -> bool:
+        """Whether anything was asked of this pass yet."""
+        return self._drawn > 0
 
     def __iter__(self) -> _EpochIterator:
         return self
@@ -331,8 +375,29 @@ class _EpochIterator(Iterator[int]):
         self._drawn += 1
         return next(self._items)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        position = state.get("position") if isinstance(state, dict) else None
+        if not isinstance(position, int) or not 0 <= position <= self.shard.size:
+            raise ValueError(
+                f"state_dict: the sampler iterator's 'position' is {position!r}; expected an "
+                f"int in [0, {self.shard.size}] (this epoch's shard); the loader state is "
+                "damaged or from another run"
+            )
+        if not self.drew and position != self.start:
+            raise ValueError(
+                f"state_dict: the loader's state is at position {position} of this epoch's "
+                f"shard, the handler's checkpoint at {self.start}; save handler.state_dict() "
+                "and loader.state_dict() after the same update()"
+            )
+        self.start, self._drawn = position, 0
+        self._items = self._chain_from(position)
+
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
+        state["start"], state["_drawn"] = self.position, 0
         state["_items"] = None  # a generator does not pickle; __setstate__ rebuilds it
         return state
 
