@@ -18,7 +18,7 @@ from typing import Any
 import _midepoch as runs
 import pytest
 import torch
-import torchdata.stateful_dataloader  # noqa: F401  (the CI environment installs it: .ci/run)
+import torchdata.stateful_dataloader  # the CI environment installs it (.ci/run)
 
 SCRIPT = Path(__file__).resolve().parent / "_midepoch.py"
 
@@ -95,3 +95,43 @@ def test_two_ranks_resume_exactly_from_rank_0s_checkpoint(
     ours = {i for _, batch in first[0][name]["full"]["seen"][:3] for i in batch}
     theirs = {i for _, batch in first[1][name]["full"]["seen"][:3] for i in batch}
     assert not ours & theirs
+
+
+def _stateful(handler: Any) -> Any:
+    return torchdata.stateful_dataloader.StatefulDataLoader(
+        handler, sampler=handler.sampler, batch_size=runs.BATCH
+    )
+
+
+def test_loader_and_handler_states_from_different_steps_are_refused() -> None:
+    handler = runs._handler({"bls": True})
+    loader = _stateful(handler)
+    for step, _ in enumerate(loader, start=1):
+        handler.update(torch.tensor(1.0))
+        if step == 2:
+            loader_state = loader.state_dict()
+        if step == 3:
+            break
+    resumed = runs._handler({"bls": True})
+    resumed.load_state_dict(handler.state_dict())
+    loader = _stateful(resumed)
+    loader.load_state_dict(loader_state)
+    with pytest.raises(ValueError, match=r"loader's state is at position 16 .* checkpoint at 24"):
+        next(iter(loader))
+
+
+def test_loading_the_loader_state_before_the_handlers_is_refused() -> None:
+    handler = runs._handler({"bls": True})
+    loader = _stateful(handler)
+    for epoch in range(2):
+        handler.sampler.set_epoch(epoch)
+        for step, _ in enumerate(loader, start=1):
+            handler.update(torch.tensor(1.0))
+            if (epoch, step) == (1, 2):
+                break
+    loader_state = loader.state_dict()
+    fresh = runs._handler({"bls": True})
+    loader = _stateful(fresh)
+    loader.load_state_dict(loader_state)
+    with pytest.raises(ValueError, match=r"loader's state is in epoch 1 but the handler is in"):
+        next(iter(loader))
