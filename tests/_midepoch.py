@@ -43,6 +43,9 @@ SCENARIOS: list[dict[str, Any]] = [
     {"name": "stateful-bls", "loader": "stateful", "bls": True, "set_epoch": True},
     {"name": "stateful-per_sample-0w", "loader": "stateful", "bls": False, "workers": 0},
     {"name": "stateful-no_set_epoch", "loader": "stateful", "bls": True, "set_epoch": False},
+    # The Hugging Face Trainer's resume: the epoch replayed through skip_first_batches.
+    {"name": "accelerate-skip", "loader": "stock", "bls": True, "skip": True},
+    {"name": "accelerate-skip-per_sample", "loader": "stock", "bls": False, "skip": True},
 ]
 DDP_SCENARIOS: list[dict[str, Any]] = [
     {"name": "ddp-stock-bls", "loader": "stock", "bls": True, "set_epoch": True, "workers": 0},
@@ -79,13 +82,21 @@ def _loader(cfg: dict[str, Any], handler: Any) -> Any:
     return DataLoader(handler, **options)
 
 
-def _loop(cfg, handler, loader, first_epoch: int, stop: tuple[int, int] | None, save=None):
-    """The user's usual loop; returns ``(epoch, indices)`` of every updated batch."""
+def _loop(cfg, handler, loader, first_epoch: int, stop: tuple[int, int] | None, save=None, skip=0):
+    """The user's usual loop; returns ``(epoch, indices)`` of every updated batch.
+
+    ``skip``: the first epoch's loader is Accelerate's ``skip_first_batches(loader, skip)``.
+    """
     seen: list[tuple[int, list[int]]] = []
     for epoch in range(first_epoch, EPOCHS):
         if cfg.get("set_epoch", True):
             handler.sampler.set_epoch(epoch)
-        for step, batch in enumerate(loader):
+        epoch_loader = loader
+        if skip and epoch == first_epoch:
+            from accelerate import skip_first_batches
+
+            epoch_loader = skip_first_batches(loader, skip)
+        for step, batch in enumerate(epoch_loader):
             index = batch[-1] if cfg.get("explicit") else batch[1]
             losses = sample_loss(index.double(), epoch).float()
             loss = losses.mean() if cfg["bls"] else losses
@@ -143,7 +154,8 @@ def resume(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         loader.load_state_dict(checkpoint["loader"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        seen = _loop(cfg, handler, loader, checkpoint["epoch"], None)
+        skip = checkpoint["handler"]["updates"] if cfg.get("skip") else 0
+        seen = _loop(cfg, handler, loader, checkpoint["epoch"], None, skip=skip)
     return _summary(handler, seen, caught)
 
 

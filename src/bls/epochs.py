@@ -241,7 +241,7 @@ class EpochCycle:
         column = rank if shards.ranks > 1 else 0
         state.table = torch.from_numpy(shards.table()).to(state.scores.device, non_blocking=True)
         run.rank, run.world_size = column, world_size
-        start, done = self._resume_point(run.shards_key)
+        start, done = self._resume_point(run.shards_key, loader.skip_batches)
         if into is None:
             into = _EpochIterator(shards.local(column), start)
         else:
@@ -255,17 +255,31 @@ class EpochCycle:
         run.tracked_count, run.consumed = done, start
         return run.iterator
 
-    def _resume_point(self, layout: Any) -> tuple[int, int]:
-        """``(position, updates)`` to start this epoch's pass at: ``(0, 0)`` unless resumed."""
+    def _resume_point(self, layout: Any, skip_batches: int) -> tuple[int, int]:
+        """``(position, updates)`` to start this epoch's pass at: ``(0, 0)`` unless resumed.
+
+        A loader that drops its first ``skip_batches`` batches (Accelerate's
+        ``skip_first_batches``, the Hugging Face Trainer's resume) replays the epoch from its
+        first index, and the batches it drops count as updated.
+        """
         resume = self.run.resume
-        if resume is None:
-            return 0, 0
-        if tuple(layout) != tuple(resume.layout):
+        if resume is not None and tuple(layout) != tuple(resume.layout):
             raise ValueError(
                 f"the checkpoint was taken in epoch {self.state.epoch} with (ranks, "
                 f"batch_size, drop_last) = {tuple(resume.layout)}, this loader has "
                 f"{tuple(layout)}; a mid-epoch resume needs the same loader setup"
             )
+        if skip_batches:
+            if resume is not None and resume.updates != skip_batches:
+                raise ValueError(
+                    f"the loader skips the first {skip_batches} batches of epoch "
+                    f"{self.state.epoch}, but the handler's checkpoint was taken after "
+                    f"{resume.updates}; save handler.state_dict() at the step the framework "
+                    "checkpoints"
+                )
+            return 0, skip_batches
+        if resume is None:
+            return 0, 0
         if resume.position < 0:
             warnings.warn(
                 f"epoch {self.state.epoch}: the checkpoint does not say which samples its "

@@ -42,6 +42,8 @@ __all__ = ["LoaderInfo", "PlanSource", "PruningSampler", "discover_loader"]
 
 _CHUNK = 4096
 _LOOKAHEAD_CLASSES = {"_RepeatSampler", "MultiEpochsDataLoader", "_RepeatSampler2"}
+# Accelerate's skip_first_batches: the loader draws the first batches and drops them.
+_SKIPPERS = {"SkipBatchSampler", "SkipDataLoader"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class LoaderInfo:
             batches are not consecutive runs of the plan; ``None`` for the stock one.
         tracked: the batch sampler is wrapped by :meth:`PruningSampler.track`, which reports
             every batch's indices as it is formed.
+        skip_batches: batches the loader draws and drops before its first one (Accelerate's
+            ``skip_first_batches``, which the Hugging Face Trainer uses on resume).
     """
 
     batch_size: int | None = None
@@ -67,6 +71,7 @@ class LoaderInfo:
     sharded_by_framework: bool = False
     batch_sampler: str | None = None
     tracked: bool = False
+    skip_batches: int = 0
 
 
 #: Batch samplers that cut their sampler's order into consecutive batches, as torch's does:
@@ -109,7 +114,10 @@ def discover_loader(max_depth: int = 12) -> LoaderInfo:
             lookahead = kind
         if isinstance(owner, DataLoader) and loader_class is None:
             loader_class = f"{type(owner).__module__}.{type(owner).__qualname__}"
-        if kind == "BatchSamplerShard":
+        if kind in _SKIPPERS:
+            if kind == "SkipDataLoader":  # (SkipBatchSampler is read through the loader)
+                found["skip_batches"] = int(getattr(owner, "skip_batches", 0))
+        elif kind == "BatchSamplerShard":
             found["sharded_by_framework"] = True
         elif isinstance(owner, _TrackedBatchSampler):
             found["tracked"] = True
@@ -149,6 +157,9 @@ def _read_index_sampler(owner: Any, found: dict[str, Any]) -> None:
         found["batch_size"], found["drop_last"] = 1, False  # batch_size=None: one per step
         return
     index_sampler = getattr(owner, "_index_sampler", None)
+    while type(index_sampler).__name__ == "SkipBatchSampler":
+        found["skip_batches"] = int(getattr(index_sampler, "skip_batches", 0))
+        index_sampler = getattr(index_sampler, "batch_sampler", None)
     if index_sampler is None or type(index_sampler).__name__ == "BatchSamplerShard":
         return  # under Accelerate's shard the inner batch sampler (read from its frame) counts
     if isinstance(index_sampler, _TrackedBatchSampler):
