@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,28 @@ def test_importing_bls_imports_no_framework() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_resume_from_a_mid_epoch_lightning_checkpoint_trains_the_rest_of_the_epoch(
+    tmp_path: Path,
+) -> None:
+    n, batch, stop = 96, 8, 15  # epoch 0 has 12 batches: step 15 is inside pruning epoch 1
+    first = TinyModule(_handler(n), batch)
+    saver = ModelCheckpoint(
+        dirpath=tmp_path, filename="{epoch}-{step}", every_n_train_steps=stop, save_top_k=-1
+    )
+    _trainer(3, [PruningCallback(first.handler), saver], tmp_path, enable_checkpointing=True).fit(
+        first
+    )
+    assert first.steps[stop - 1][0] == 1 and first.steps[stop][0] == 1  # mid-epoch
+
+    resumed = TinyModule(_handler(n), batch, seed=99)
+    resumer = _trainer(3, [PruningCallback()], tmp_path / "resumed")
+    with warnings.catch_warnings():
+        # Lightning warns that a stock DataLoader is "not resumable"; the handler's sampler
+        # continues the epoch itself, which is what the assertions below check.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+        resumer.fit(resumed, ckpt_path=tmp_path / f"epoch=1-step={stop}.ckpt")
+    assert [ids for _, ids, _ in resumed.steps] == [ids for _, ids, _ in first.steps[stop:]]
+    assert resumed.handler.history == first.handler.history
+    torch.testing.assert_close(resumed.handler.scores, first.handler.scores, rtol=0, atol=1e-5)
