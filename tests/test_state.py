@@ -111,7 +111,7 @@ def _damaged(change: dict[str, Any], drop: str | None = None) -> dict[str, Any]:
         "plan-float",
         "plan-range",
         "foreign",
-    ],  # fmt: skip
+    ],
 )
 def test_damaged_checkpoints_name_what_is_wrong(state: dict[str, Any], message: str) -> None:
     handler = BLS(InfoBatch(IndexedDataset(64), num_epochs=4, prune_ratio=0.5), alpha=0.7).proxy()
@@ -124,7 +124,7 @@ def test_damaged_checkpoints_name_what_is_wrong(state: dict[str, Any], message: 
 def test_a_state_that_is_not_a_mapping_is_a_type_error() -> None:
     handler = BLS(InfoBatch(IndexedDataset(64), num_epochs=4, prune_ratio=0.5), alpha=0.7).proxy()
     with pytest.raises(
-        TypeError, match="expected the dict handler.state_dict.. returned, got list"
+        TypeError, match=r"expected the dict handler\.state_dict\(\) returned, got list"
     ):
         handler.load_state_dict([1, 2])  # type: ignore[arg-type]
 

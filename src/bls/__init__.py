@@ -7,21 +7,34 @@ Three lines turn a training loop into a pruned one::
     loss = handler.update(criterion(model(x), y))   # in the loop, before backward()
 """
 
+from importlib import metadata as _metadata
+
 from bls import diagnostics
-from bls.handler import AttributionWarning, FewBatchesWarning, PruningDataset, ResumeWarning
+from bls.handler import (
+    AttributionWarning,
+    BudgetWarning,
+    FewBatchesWarning,
+    PruningDataset,
+    ResumeWarning,
+)
 from bls.methods import BLS, PRUNE_TYPES, Full, InfoBatch, RandomPrune, SeTa, Static, prune
 from bls.policies import EpochPlan, is_pruning_epoch
 from bls.sampler import PruningSampler
 from bls.schedule import EpochOneCycleLR
 from bls.scores import BatchLossEMA, PerSampleLoss
 
-__version__ = "0.1.0"
+# One version source: ``version`` in pyproject.toml, read from the installed metadata.
+try:
+    __version__: str = _metadata.version("bls-prune")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BLS",
     "PRUNE_TYPES",
     "AttributionWarning",
     "BatchLossEMA",
+    "BudgetWarning",
     "EpochOneCycleLR",
     "EpochPlan",
     "FewBatchesWarning",

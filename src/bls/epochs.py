@@ -26,6 +26,7 @@ from bls.sharding import Shards, shard_plan
 
 __all__ = [
     "AttributionWarning",
+    "BudgetWarning",
     "EpochCycle",
     "EpochRun",
     "FewBatchesWarning",
@@ -42,6 +43,10 @@ class AttributionWarning(UserWarning):
 
 class ResumeWarning(UserWarning):
     """A run seems to resume training without having loaded the handler's state."""
+
+
+class BudgetWarning(UserWarning):
+    """A budget epoch had too few well-learned samples to prune from them alone."""
 
 
 class FewBatchesWarning(UserWarning):
@@ -104,6 +109,7 @@ class EpochCycle:
         self.run = EpochRun()
         self.loader = LoaderInfo()  # the last loader that iterated the sampler
         self.warned_few_batches = False
+        self.warned_budget = False
 
     def is_pruning_epoch(self, epoch: int) -> bool:
         return is_pruning_epoch(epoch, self.num_epochs, self.delta)
@@ -143,6 +149,45 @@ class EpochCycle:
             }
         )
         logger.debug("epoch %d: kept %d of %d", epoch, indices.size, self.num_samples)
+        beyond = plan.details.get("beyond_well_learned", 0)
+        if beyond and not self.warned_budget:
+            self.warned_budget = True
+            warnings.warn(
+                f"epoch {epoch}: target_saving prunes {plan.details['budget_pruned']} samples "
+                f"per epoch but only {plan.details['well_learned']} scored below the mean; to "
+                f"keep the epoch at its fixed length the {beyond} lowest-scoring other samples "
+                "were pruned too, without re-weighting (warned once per run; every epoch's "
+                "count is in handler.history as 'beyond_well_learned')",
+                BudgetWarning,
+                stacklevel=4,
+            )
+
+    def total_steps(self, batch_size: int, drop_last: bool, world_size: int | None) -> int:
+        """Batches this rank runs over all ``num_epochs`` epochs, known before training.
+
+        Raises:
+            ValueError: an epoch's length depends on scores not seen yet (no budget).
+        """
+        ranks = rank_and_world_size()[1] if world_size is None else world_size
+        total = 0
+        for epoch in range(self.num_epochs):
+            kept = self.policy.kept_count(self.num_samples, epoch, self.is_pruning_epoch(epoch))
+            if kept is None:
+                raise ValueError(
+                    "total_steps: epoch lengths are known before training only with "
+                    "target_saving=... (InfoBatch, SeTa, RandomPrune) or without pruning "
+                    "(Full); here each pruning epoch's length depends on the scores"
+                )
+            shards = shard_plan(
+                np.arange(kept),
+                num_samples=self.num_samples,
+                ranks=ranks,
+                batch_size=batch_size,
+                drop_last=drop_last,
+            )
+            per_rank = shards.per_rank
+            total += per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+        return total
 
     def resume(self, plan: np.ndarray, resume: Resume) -> None:
         """Restore an epoch whose iteration began before a checkpoint (the state is loaded).

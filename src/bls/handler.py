@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from bls._checks import check_dataset, check_fraction, check_int
 from bls.epochs import (
     AttributionWarning,
+    BudgetWarning,
     EpochCycle,
     EpochRun,
     FewBatchesWarning,
@@ -38,7 +39,13 @@ from bls.scores import NoScore, PerSampleLoss, ScoreSource
 from bls.state import FORMAT, DeclaredState, StateField, check_format, require
 from bls.worker import WorkerDataset, send_as_worker_view
 
-__all__ = ["AttributionWarning", "FewBatchesWarning", "PruningDataset", "ResumeWarning"]
+__all__ = [
+    "AttributionWarning",
+    "BudgetWarning",
+    "FewBatchesWarning",
+    "PruningDataset",
+    "ResumeWarning",
+]
 
 
 class _HandlerState(DeclaredState):
@@ -350,6 +357,29 @@ class PruningDataset(Dataset[Any]):
         """
         loss = self._epochs.run.last_loss
         return None if loss is None else loss.detach().mean()
+
+    def total_steps(
+        self, batch_size: int, drop_last: bool = False, *, world_size: int | None = None
+    ) -> int:
+        """Batches (optimizer steps without accumulation) of the whole run on this rank.
+
+        Known before training when every epoch's length is fixed in advance: with
+        ``target_saving=...`` or without pruning. Size a step-based schedule with it, e.g.
+        ``OneCycleLR(optimizer, max_lr, total_steps=handler.total_steps(64))``.
+
+        Args:
+            batch_size: the loader's batch size (per rank).
+            drop_last: the loader's ``drop_last``.
+            world_size: ranks; by default the current process group's (1 without one).
+
+        Raises:
+            ValueError: the epochs' lengths depend on scores not seen yet (no budget).
+        """
+        return self._epochs.total_steps(
+            check_int("batch_size", batch_size, 1),
+            bool(drop_last),
+            None if world_size is None else check_int("world_size", world_size, 1),
+        )
 
     def is_pruning_epoch(self, epoch: int) -> bool:
         return self._epochs.is_pruning_epoch(epoch)

@@ -9,14 +9,22 @@ keyword style ``InfoBatch(data, num_epochs=200, prune_ratio=0.5)`` and the refer
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from bls._checks import check_fraction, check_int, looks_like_args, read_args
+from bls._checks import check_dataset, check_fraction, check_int, looks_like_args, read_args
 from bls.handler import PruningDataset
-from bls.policies import InfoBatchPolicy, Policy, RandomPolicy, SeTaPolicy, StaticPolicy
+from bls.policies import (
+    InfoBatchPolicy,
+    Policy,
+    RandomPolicy,
+    SeTaPolicy,
+    StaticPolicy,
+    budget_prune_count,
+)
 from bls.scores import BatchLossEMA
 
 __all__ = [
@@ -61,10 +69,21 @@ def _setup(
 ) -> None:
     """Read the options (keywords or reference ``args``), build the policy, init the handler."""
     opts = _resolve(num_epochs, options, tuple(name for name in options if name != "seed"))
+    policy = make_policy(opts)
+    target = opts.get("target_saving")
+    if target is not None:
+        # Budget-first: the policy prunes a fixed count per budget epoch, fixed now.
+        target = check_fraction("target_saving", target, upper_inclusive=False)
+        epochs = check_int("num_epochs", opts["num_epochs"], 1)
+        delta = check_fraction("delta", opts.get("delta", 1.0), upper_inclusive=True)
+        count = budget_prune_count(
+            target, check_dataset(dataset), epochs, delta, policy.budget_from
+        )
+        policy = dataclasses.replace(policy, prune_count=count)  # type: ignore[call-arg]
     PruningDataset.__init__(
         handler,
         dataset,
-        make_policy(opts),
+        policy,
         opts["num_epochs"],
         opts.get("delta", 1.0),
         seed=opts["seed"],
@@ -113,6 +132,10 @@ class InfoBatch(PruningDataset):
         delta: share of epochs that prune, ``[0, 1]``; the rest anneal on the full data.
         seed: seed of the handler's own generator (``>= 0``).
         return_indices: items carry their index; pass ``update(loss, indices=...)``.
+        target_saving: budget-first pruning, ``[0, 1)``: the run's ``saved_ratio``, fixed
+            before training (replaces ``prune_ratio``). Every pruning epoch from epoch 1 on
+            prunes the same number of samples, well-learned ones first (see
+            :meth:`~bls.handler.PruningDataset.total_steps`).
 
     Example:
         >>> import torch
@@ -138,8 +161,14 @@ class InfoBatch(PruningDataset):
         *,
         seed: int = 0,
         return_indices: bool = False,
+        target_saving: float | None = None,
     ) -> None:
-        options = {"prune_ratio": prune_ratio, "delta": delta, "seed": seed}
+        options = {
+            "prune_ratio": prune_ratio,
+            "delta": delta,
+            "seed": seed,
+            "target_saving": target_saving,
+        }
         _setup(self, dataset, num_epochs, options, _infobatch_policy, return_indices)
 
 
@@ -156,6 +185,10 @@ class SeTa(PruningDataset):
         delta: share of epochs that prune, ``[0, 1]``.
         seed: seed of the handler's own generator (``>= 0``).
         return_indices: items carry their index; pass ``update(loss, indices=...)``.
+        target_saving: budget-first pruning, ``[0, 1)``: the run's ``saved_ratio``, fixed
+            before training (the random pre-selection of ``prune_ratio`` is then skipped).
+            Every pruning epoch from epoch 1 on keeps the same number of samples: a run of
+            the score order starting where SeTa's window starts.
     """
 
     def __init__(
@@ -169,6 +202,7 @@ class SeTa(PruningDataset):
         *,
         seed: int = 0,
         return_indices: bool = False,
+        target_saving: float | None = None,
     ) -> None:
         options = {
             "prune_ratio": prune_ratio,
@@ -176,6 +210,7 @@ class SeTa(PruningDataset):
             "window_scale": window_scale,
             "delta": delta,
             "seed": seed,
+            "target_saving": target_saving,
         }
         _setup(self, dataset, num_epochs, options, _seta_policy, return_indices)
 
@@ -204,7 +239,8 @@ class RandomPrune(PruningDataset):
     """A fresh uniform ``floor((1 - prune_ratio) * N)`` samples every pruning epoch.
 
     The control every pruning paper compares against; anneals like InfoBatch after
-    ``delta * num_epochs``.
+    ``delta * num_epochs``. ``target_saving`` (``[0, 1)``) fixes the run's saved share instead
+    of ``prune_ratio``: every pruning epoch, epoch 0 included, keeps the same number.
     """
 
     def __init__(
@@ -216,8 +252,14 @@ class RandomPrune(PruningDataset):
         *,
         seed: int = 0,
         return_indices: bool = False,
+        target_saving: float | None = None,
     ) -> None:
-        options = {"prune_ratio": prune_ratio, "delta": delta, "seed": seed}
+        options = {
+            "prune_ratio": prune_ratio,
+            "delta": delta,
+            "seed": seed,
+            "target_saving": target_saving,
+        }
         _setup(self, dataset, num_epochs, options, _random_policy, return_indices)
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "RandomPolicy",
     "SeTaPolicy",
     "StaticPolicy",
+    "budget_epochs",
+    "budget_prune_count",
     "is_pruning_epoch",
     "keep_ratio_of",
 ]
@@ -34,6 +36,48 @@ __all__ = [
 def is_pruning_epoch(epoch: int, num_epochs: int, delta: float) -> bool:
     """Epoch ``e`` prunes iff ``e + 1 <= delta * num_epochs``; later epochs anneal."""
     return epoch + 1 <= delta * num_epochs
+
+
+def budget_epochs(num_epochs: int, delta: float, first: int) -> list[int]:
+    """The epochs a budget prunes: the pruning epochs from ``first`` on.
+
+    Score-based policies start at epoch 1 (at epoch 0 every score is the initial one, so
+    there is nothing to rank by); random pruning starts at epoch 0.
+    """
+    return [e for e in range(first, num_epochs) if is_pruning_epoch(e, num_epochs, delta)]
+
+
+def budget_prune_count(
+    target_saving: float, num_samples: int, num_epochs: int, delta: float, first: int
+) -> int:
+    """Samples each budget epoch prunes so that the run saves ``target_saving``.
+
+    ``round(target_saving * N * E / P)`` with ``P`` the budget epochs
+    (:func:`budget_epochs`): the run's saved share is then within ``P / (2 N E)`` of the
+    target (plus the few indices sharding trims).
+
+    Raises:
+        ValueError: the target needs more than ``N - 1`` samples pruned per budget epoch, or
+            there is no budget epoch.
+    """
+    epochs = len(budget_epochs(num_epochs, delta, first))
+    if target_saving == 0.0:
+        return 0
+    if epochs == 0:
+        raise ValueError(
+            f"target_saving: {target_saving} needs pruning epochs, but with num_epochs="
+            f"{num_epochs} and delta={delta} no epoch from epoch {first} on prunes; allowed: "
+            "0, or more epochs / a larger delta"
+        )
+    count = round(target_saving * num_samples * num_epochs / epochs)
+    most = (num_samples - 1) * epochs / (num_samples * num_epochs)
+    if count > num_samples - 1:
+        raise ValueError(
+            f"target_saving: {target_saving} would prune {count} of {num_samples} samples in "
+            f"each of the {epochs} pruning epochs; allowed: at most {most:.4f} with "
+            f"num_epochs={num_epochs} and delta={delta}"
+        )
+    return count
 
 
 def keep_ratio_of(prune_ratio: float) -> float:
@@ -66,6 +110,15 @@ class Policy:
     name: ClassVar[str] = "Full"
     #: Initial score of every sample under per-sample scoring.
     initial_score: ClassVar[float] = 3.0
+    #: The first epoch a budget (``target_saving``) may prune (see :func:`budget_epochs`).
+    budget_from: ClassVar[int] = 0
+
+    def kept_count(self, num_samples: int, epoch: int, pruning: bool) -> int | None:
+        """Samples epoch ``epoch`` keeps, when known before its scores are (a budget)."""
+        count = getattr(self, "prune_count", None)
+        if count is None:
+            return num_samples if type(self) is Policy else None
+        return num_samples - count if pruning and epoch >= self.budget_from else num_samples
 
     def plan(
         self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
@@ -84,13 +137,18 @@ class InfoBatchPolicy(Policy):
     """
 
     name: ClassVar[str] = "InfoBatch"
+    budget_from: ClassVar[int] = 1
     prune_ratio: float = 0.5
+    #: Budget-first pruning (``target_saving``): samples pruned in each budget epoch.
+    prune_count: int | None = None
 
     def plan(
         self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
     ) -> EpochPlan:
-        if not pruning:
+        if not pruning or (self.prune_count is not None and epoch < self.budget_from):
             return EpochPlan(rng.permutation(scores.size), details={"well_learned": 0})
+        if self.prune_count is not None:
+            return self._plan_budget(scores, self.prune_count, rng)
         keep_ratio = keep_ratio_of(self.prune_ratio)
         # float64 mean: a float32 running sum over 10^8 scores loses digits.
         well_learned_mask = scores < scores.mean(dtype=np.float64)
@@ -103,6 +161,40 @@ class InfoBatchPolicy(Policy):
             upweighted=kept_well_learned,
             up_weight=1.0 / keep_ratio,
             details={"well_learned": int(well_learned.size)},
+        )
+
+    @staticmethod
+    def _plan_budget(scores: np.ndarray, count: int, rng: np.random.Generator) -> EpochPlan:
+        """Prune exactly ``count`` samples, well-learned ones first.
+
+        As many as possible come from the well-learned set ``W`` (uniformly, keeping at least
+        10% of ``W``, as the keep-ratio clamp does); the kept members of ``W`` get weight
+        ``|W| / (|W| - pruned)``, which keeps the expected gradient unbiased. Should ``W`` be
+        too small, the lowest-scoring other samples make up the count, with no re-weighting
+        (``beyond_well_learned`` in the details; the handler warns once).
+        """
+        well_learned_mask = scores < scores.mean(dtype=np.float64)
+        well_learned = np.flatnonzero(well_learned_mask)
+        rest = np.flatnonzero(~well_learned_mask)
+        from_well_learned = min(count, math.floor(0.9 * well_learned.size))
+        beyond = min(count - from_well_learned, rest.size)
+        from_well_learned = count - beyond  # past the clamp only when nothing else is left
+        kept_well_learned = _sample_without_replacement(
+            well_learned, well_learned.size - from_well_learned, rng
+        )
+        if beyond:
+            shuffled = rng.permutation(rest)  # ties between equal scores broken at random
+            rest = shuffled[np.argsort(scores[shuffled], kind="stable")][beyond:]
+        up_weight = well_learned.size / kept_well_learned.size if from_well_learned else 1.0
+        return EpochPlan(
+            indices=rng.permutation(np.concatenate((rest, kept_well_learned))),
+            upweighted=kept_well_learned if from_well_learned else kept_well_learned[:0],
+            up_weight=up_weight,
+            details={
+                "well_learned": int(well_learned.size),
+                "budget_pruned": count,
+                "beyond_well_learned": int(beyond),
+            },
         )
 
 
@@ -121,14 +213,21 @@ class SeTaPolicy(Policy):
     """
 
     name: ClassVar[str] = "SeTa"
+    budget_from: ClassVar[int] = 1
     prune_ratio: float = 0.0
     num_group: int = 10
     window_scale: float = 0.5
+    #: Budget-first pruning (``target_saving``): samples pruned in each budget epoch.
+    prune_count: int | None = None
 
     def plan(
         self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
     ) -> EpochPlan:
         size = scores.size
+        if self.prune_count is not None:
+            if not pruning or epoch < self.budget_from:
+                return EpochPlan(rng.permutation(size))
+            return self._plan_budget(scores, epoch, size - self.prune_count, rng)
         subset_size = math.floor(keep_ratio_of(self.prune_ratio) * size)
         subset = _sample_without_replacement(np.arange(size), subset_size, rng)
         if not pruning:
@@ -152,6 +251,34 @@ class SeTaPolicy(Policy):
             "group_centers": [float(c) for c in centers],
         }
         return EpochPlan(_at_least_one(rng.permutation(chosen), size, rng), details=details)
+
+    def _plan_budget(
+        self, scores: np.ndarray, epoch: int, kept: int, rng: np.random.Generator
+    ) -> EpochPlan:
+        """Keep exactly ``kept`` samples: a run of the score order where the window starts.
+
+        The groups and the window's start group are SeTa's (over all samples, no random
+        pre-selection); the epoch keeps the ``kept`` samples that follow, in ascending
+        score, the first sample of the start group (moved back when fewer follow), so the
+        window slides from easy to hard with a fixed length.
+        """
+        size = scores.size
+        groups = self.num_group if size > self.num_group else max(1, size - 1)
+        labels, centers = _group_by_score(scores, groups, epoch)
+        groups = min(groups, centers.size)
+        window = max(1, round(groups * self.window_scale))
+        start_group = epoch % (groups - window + 1)
+        shuffled = rng.permutation(size)  # ties between equal scores broken at random
+        order = shuffled[np.argsort(scores[shuffled], kind="stable")]
+        start = min(int(np.count_nonzero(labels < start_group)), size - kept)
+        details = {
+            "groups": groups,
+            "window_start": start_group,
+            "window": window,
+            "group_centers": [float(c) for c in centers],
+            "budget_pruned": size - kept,
+        }
+        return EpochPlan(rng.permutation(order[start : start + kept]), details=details)
 
 
 @dataclass(frozen=True)
@@ -178,7 +305,10 @@ class RandomPolicy(Policy):
     """A fresh uniform ``floor((1 - prune_ratio) * N)`` samples every pruning epoch."""
 
     name: ClassVar[str] = "Random"
+    budget_from: ClassVar[int] = 0
     prune_ratio: float = 0.5
+    #: Budget-first pruning (``target_saving``): samples pruned in each budget epoch.
+    prune_count: int | None = None
 
     def plan(
         self, scores: np.ndarray, epoch: int, pruning: bool, rng: np.random.Generator
@@ -186,9 +316,11 @@ class RandomPolicy(Policy):
         size = scores.size
         if not pruning:
             return EpochPlan(rng.permutation(size))
-        subset = _sample_without_replacement(
-            np.arange(size), math.floor((1.0 - self.prune_ratio) * size), rng
-        )
+        if self.prune_count is None:
+            kept = math.floor((1.0 - self.prune_ratio) * size)
+        else:
+            kept = size - self.prune_count
+        subset = _sample_without_replacement(np.arange(size), kept, rng)
         return EpochPlan(_at_least_one(rng.permutation(subset), size, rng))
 
 
