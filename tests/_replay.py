@@ -15,7 +15,11 @@ import torch
 
 
 def bls_replay(
-    batches: Iterable[tuple[Iterable[Any], float]], n: int, alpha: float
+    batches: Iterable[tuple[Iterable[Any], float]],
+    n: int,
+    alpha: float,
+    *,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """float64 scores of ``n`` samples after the BLS EMA over ``batches``.
 
@@ -26,8 +30,14 @@ def bls_replay(
             order does not matter.
         n: the number of samples.
         alpha: the EMA factor.
+        start: the scores before the first of ``batches`` (copied, not modified); zeros, the
+            BLS initial score, when ``None``. Lets a test replay step by step.
     """
-    scores = torch.zeros(n, dtype=torch.float64)
+    if start is None:
+        scores = torch.zeros(n, dtype=torch.float64)
+    else:
+        scores = torch.as_tensor(start, dtype=torch.float64).clone()
+        assert scores.shape == (n,), scores.shape
     for indices, loss in batches:
         index = torch.tensor(sorted({int(i) for i in indices}), dtype=torch.int64)
         scores[index] = alpha * scores[index] + (1 - alpha) * float(loss)

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import torch
 from _data import IndexedDataset, sample_loss
+from _replay import bls_replay
 from torch.utils.data import DataLoader
 
 from bls import BLS, InfoBatch, SeTa
 
-# The non-finite losses below are deliberate; their warning is tested in test_handler.py.
+# The non-finite losses below are deliberate; their warning is tested in test_scores.py.
 pytestmark = pytest.mark.filterwarnings("ignore:.*non-finite loss:RuntimeWarning")
 
 N, BATCH, EPOCHS = 203, 16, 4  # 203 = 12 * 16 + 11: every epoch ends in a shorter batch
@@ -71,13 +72,14 @@ def test_deferred_equals_per_batch_recording(kind: str, drop_last: bool) -> None
 def test_scores_read_mid_epoch_include_every_update_so_far() -> None:
     handler = BLS(InfoBatch(IndexedDataset(N), num_epochs=EPOCHS), alpha=0.5).proxy()
     loader = DataLoader(handler, sampler=handler.sampler, batch_size=BATCH)
-    expected = torch.zeros(N, dtype=torch.float64)
+    steps = []
     for step, (_, index) in enumerate(loader):
         loss = sample_loss(index.double(), 0).mean()
         handler.update(loss.float())
-        expected[index] = 0.5 * expected[index] + 0.5 * loss.float().double()
+        steps.append((index, loss.float().item()))
         if step == 6:
             break
+    expected = bls_replay(steps, N, 0.5)
     # Recorded from the pending buffer on this read, and again after pickling (a worker copy).
     torch.testing.assert_close(handler.scores.double(), expected, rtol=1e-6, atol=1e-6)
     copy = pickle.loads(pickle.dumps(handler))

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _replay import bls_replay
 
 WORLD = 2
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,7 @@ def test_scores_follow_the_update_rule_over_all_ranks(
     for epoch in range(cfg["epochs"]):
         records = [ranks[r][name]["epochs"][epoch] for r in range(WORLD)]
         for step in range(len(records[0]["batches"])):
+            step_batches = []  # BLS: every rank's (indices, batch loss) of this step
             for record in records:
                 index = record["batches"][step].numpy()
                 loss = record["losses"][step].double().numpy()
@@ -197,8 +199,9 @@ def test_scores_follow_the_update_rule_over_all_ranks(
                     score[index] = loss
                 else:
                     assert loss.shape == ()
-                    index = np.unique(index)
-                    score[index] = alpha * score[index] + (1 - alpha) * float(loss)
+                    step_batches.append((index, float(loss)))
+            if alpha is not None:
+                score = bls_replay(step_batches, cfg["n"], alpha, start=score).numpy()
             recorded = records[0]["scores"][step].double().numpy()
             np.testing.assert_allclose(recorded, score, rtol=0, atol=1e-6 if alpha else 0)
 

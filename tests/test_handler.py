@@ -1,7 +1,8 @@
 """End-to-end behaviour of the handler with the stock DataLoader.
 
-The rules are docs/design.md's 'Policies', 'Score sources', 'How a loss finds its samples' and
-'Bad input'.
+The rules are docs/design.md's 'Policies', 'How a loss finds its samples' and 'Bad input';
+the score sources on their own are tested in tests/test_scores.py, the sampler in
+tests/test_sampler.py.
 
 The data set's items carry their own index, and the "loss" is a known function of the index
 and the epoch, so the expected score of every sample is computed here independently from the
@@ -10,7 +11,6 @@ batches the loader actually delivered, and compared with what the handler record
 
 from __future__ import annotations
 
-import math
 import pickle
 import warnings
 
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 from _data import DictDataset, IndexedDataset, sample_loss
+from _replay import bls_replay
 from torch.utils.data import DataLoader
 
 from bls import BLS, AttributionWarning, FewBatchesWarning, InfoBatch, RandomPrune, SeTa, Static
-from bls.policies import keep_ratio_of
 
 EPOCHS = 5
 
@@ -41,16 +41,17 @@ def run(handler, epochs: int = EPOCHS, *, bls: bool, **loader_options):
 
 
 def expected_scores(delivered, size: int, *, alpha: float | None) -> np.ndarray:
-    """Replay the batches: per-sample (alpha None) or batch-loss EMA, in float64."""
-    scores = np.full(size, 0.0 if alpha is not None else 3.0)
-    for epoch, batches in enumerate(delivered):
-        for index in batches:
-            losses = sample_loss(index.double(), epoch).float().double().numpy()
-            idx = index.numpy()
-            if alpha is None:
-                scores[idx] = losses
-            else:
-                scores[idx] = alpha * scores[idx] + (1 - alpha) * losses.mean()
+    """Replay the batches: per-sample (alpha None) or batch-loss EMA (tests/_replay.py), float64."""
+    batches = [
+        (index, sample_loss(index.double(), epoch).float().double())
+        for epoch, epoch_batches in enumerate(delivered)
+        for index in epoch_batches
+    ]
+    if alpha is not None:
+        return bls_replay(((i, losses.mean()) for i, losses in batches), size, alpha).numpy()
+    scores = np.full(size, 3.0)
+    for index, losses in batches:
+        scores[index.numpy()] = losses.numpy()
     return scores
 
 
@@ -83,78 +84,6 @@ def test_per_sample_scores_reach_the_right_samples(options: dict) -> None:
         )
 
 
-@pytest.mark.parametrize("options", LOADERS[:3])
-@pytest.mark.parametrize("policy", ["InfoBatch", "SeTa", "RandomPrune"])
-def test_bls_ema_matches_independent_formula(options: dict, policy: str) -> None:
-    data = IndexedDataset(150)
-    inner = {
-        "InfoBatch": lambda: InfoBatch(data, EPOCHS, prune_ratio=0.5),
-        "SeTa": lambda: SeTa(data, EPOCHS, prune_ratio=0.2, num_group=4, window_scale=0.5),
-        "RandomPrune": lambda: RandomPrune(data, EPOCHS, prune_ratio=0.4),
-    }[policy]()
-    handler = BLS(inner, alpha=0.7).proxy()
-    delivered = run(handler, bls=True, **options)
-    expected = expected_scores(delivered, 150, alpha=0.7)
-    assert np.allclose(handler.scores.numpy(), expected, rtol=1e-5, atol=1e-6)
-    assert handler.saved_ratio > 0
-
-
-def test_infobatch_weights_and_returned_loss() -> None:
-    handler = InfoBatch(IndexedDataset(100), num_epochs=4, prune_ratio=0.6)
-    loader = DataLoader(handler, sampler=handler.sampler, batch_size=10)
-    previous_scores = handler.scores.numpy().copy()
-    for epoch in range(3):
-        kept = []
-        for _, index in loader:
-            losses = sample_loss(index.double(), epoch).float().requires_grad_()
-            returned = handler.update(losses)
-            keep_ratio = keep_ratio_of(0.6)
-            well_learned = (
-                previous_scores[index.numpy()] < previous_scores.astype(np.float64).mean()
-            )
-            weights = np.where(well_learned, 1.0 / keep_ratio, 1.0)
-            assert returned.item() == pytest.approx(
-                float((losses.detach().numpy() * weights).mean()), rel=1e-6
-            )
-            returned.backward()
-            assert np.allclose(losses.grad.numpy(), weights / len(index), rtol=1e-6)
-            kept.append(index)
-        flat = torch.cat(kept).numpy()
-        well = np.flatnonzero(previous_scores < previous_scores.astype(np.float64).mean())
-        if epoch > 0:
-            assert len(set(flat) & set(well)) == math.floor(keep_ratio_of(0.6) * well.size)
-            assert np.allclose(
-                handler.weights.numpy()[flat],
-                np.where(np.isin(flat, well), 1 / keep_ratio_of(0.6), 1.0),
-            )
-        previous_scores = handler.scores.numpy().copy()
-
-
-def test_bls_returns_loss_times_mean_weight_and_never_in_place() -> None:
-    handler = BLS(InfoBatch(IndexedDataset(64), num_epochs=4, prune_ratio=0.5), alpha=0.5).proxy()
-    loader = DataLoader(handler, sampler=handler.sampler, batch_size=8)
-    for epoch in range(3):
-        for _, index in loader:
-            loss = sample_loss(index.double(), epoch).float().mean().requires_grad_()
-            before = loss.detach().clone()
-            returned = handler.update(loss)
-            assert returned is not loss and torch.equal(loss.detach(), before)
-            mean_weight = handler.weights[index].mean()
-            assert returned.item() == pytest.approx((before * mean_weight).item(), rel=1e-6)
-            returned.backward()
-            assert loss.grad.item() == pytest.approx(mean_weight.item(), rel=1e-6)
-
-
-def test_bls_vector_loss_uses_mean_and_duplicates_update_once() -> None:
-    handler = BLS(RandomPrune(IndexedDataset(10), num_epochs=2), alpha=0.5).proxy()
-    handler.scores.fill_(1.0)
-    handler.sampler.set_epoch(0)
-    iterator = iter(handler.sampler)
-    next(iterator)
-    handler.update(torch.tensor([2.0, 4.0]), indices=torch.tensor([3, 3]))
-    assert handler.scores[3].item() == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
-
-
 def test_annealing_boundary_in_history() -> None:
     handler = InfoBatch(IndexedDataset(80), num_epochs=8, prune_ratio=0.5, delta=0.5)
     run(handler, epochs=8, bls=False, num_workers=0)
@@ -182,14 +111,6 @@ def test_batch_of_one_is_trimmed_only_for_pruned_epochs() -> None:
     assert sizes[0] == [16]
     assert handler.history[0]["kept"] == 16 and handler.history[0]["pruned"] == 18
     assert sizes[1] == [16, 16, 2]  # annealing epoch: full data, untouched
-
-
-def test_len_sampler() -> None:
-    handler = RandomPrune(IndexedDataset(50), num_epochs=3, prune_ratio=0.5)
-    assert len(handler.sampler) == 50 and len(handler) == 50
-    handler.sampler.set_epoch(0)
-    assert len(handler.sampler) == 25
-    assert len(list(iter(handler.sampler))) == 25
 
 
 def test_update_twice_for_one_batch_is_an_error() -> None:
@@ -249,62 +170,18 @@ def test_per_sample_length_mismatch() -> None:
         handler.update(1.0)  # type: ignore[arg-type]
 
 
-def test_in_order_false_is_rejected() -> None:
-    handler = InfoBatch(IndexedDataset(16), num_epochs=2)
-    loader = DataLoader(
-        handler, sampler=handler.sampler, batch_size=4, num_workers=2, in_order=False
-    )
-    with pytest.raises(ValueError, match="in_order"):
-        next(iter(loader))
-
-
-def test_lookahead_loader_is_rejected() -> None:
-    class _RepeatSampler:
-        """timm's MultiEpochsDataLoader helper: re-iterates the batch sampler forever."""
-
-        def __init__(self, sampler):
-            self.sampler = sampler
-
-        def __iter__(self):
-            while True:
-                yield from iter(self.sampler)
-
-    handler = InfoBatch(IndexedDataset(16), num_epochs=2)
-    with pytest.raises(TypeError, match="_RepeatSampler reads the next epoch"):
-        next(iter(_RepeatSampler(handler.sampler)))
-
-
-def test_non_finite_losses_are_skipped_and_warned_once() -> None:
-    handler = InfoBatch(IndexedDataset(8), num_epochs=3)
-    loader = DataLoader(handler, sampler=handler.sampler, batch_size=8)
-    for _, index in loader:
-        losses = index.float()
-        losses[index == 2] = float("nan")
-        losses[index == 5] = float("inf")
-        handler.update(losses)
-    assert handler.scores[2].item() == 3.0 and handler.scores[5].item() == 3.0
-    assert handler.scores[4].item() == 4.0
-    with pytest.warns(RuntimeWarning, match="2 non-finite loss value"):
-        handler.end_epoch()
-    assert handler.history[0]["nonfinite"] == 2
-    bls_handler = BLS(InfoBatch(IndexedDataset(8), num_epochs=3), alpha=0.5).proxy()
-    for _ in DataLoader(bls_handler, sampler=bls_handler.sampler, batch_size=4):
-        bls_handler.update(torch.tensor(float("nan")))
-    assert torch.all(bls_handler.scores == 0)
-
-
 def test_return_indices_dict_and_tuple_items() -> None:
     data = DictDataset(30)
     handler = BLS(InfoBatch(data, num_epochs=3, return_indices=True), alpha=0.5).proxy()
     loader = DataLoader(handler, sampler=handler.sampler, batch_size=8, num_workers=2)
-    reference = np.zeros(30)
+    steps = []
     for epoch in range(3):
         for batch in loader:
             assert torch.equal(batch["x"].squeeze(1).long(), batch["index"])
             loss = batch["x"].mean() * (epoch + 1)
             handler.update(loss, indices=batch["index"])
-            idx = batch["index"].numpy()
-            reference[idx] = 0.5 * reference[idx] + 0.5 * loss.item()
+            steps.append((batch["index"], loss.item()))
+    reference = bls_replay(steps, 30, 0.5).numpy()
     assert np.allclose(handler.scores.numpy(), reference, rtol=1e-6)
     with pytest.raises(ValueError, match="indices"):
         next(iter(loader))
@@ -362,51 +239,6 @@ def test_seed_reproducible_and_different_seeds_differ() -> None:
 
     assert plans(3) == plans(3)
     assert plans(3) != plans(4)
-
-
-def test_set_epoch_twice_decides_once() -> None:
-    handler = InfoBatch(IndexedDataset(64), num_epochs=4)
-    loader = DataLoader(handler, sampler=handler.sampler, batch_size=8)
-    run(handler, epochs=1, bls=False)
-    handler.sampler.set_epoch(1)
-    batches = iter(loader)
-    _, first = next(batches)
-    handler.update(torch.ones(len(first)))
-    handler.sampler.set_epoch(1)  # again, mid-epoch (a wrapper calling it too)
-    for _, index in batches:
-        handler.update(torch.ones(len(index)))
-    assert [r["epoch"] for r in handler.history] == [0, 1]
-    handler.end_epoch()
-    assert handler.history[1]["updates"] == math.ceil(handler.history[1]["kept"] / 8)
-
-
-def test_len_after_set_epoch_counts_the_trim() -> None:
-    # 41 samples, batch 8: a pruned epoch of 25 would end in a batch of one and is trimmed;
-    # len(loader) announced before iterating must match what the epoch yields.
-    handler = BLS(InfoBatch(IndexedDataset(41), num_epochs=4), alpha=0.5).proxy()
-    loader = DataLoader(handler, sampler=handler.sampler, batch_size=8)
-    for epoch in range(3):
-        handler.sampler.set_epoch(epoch)
-        announced = len(loader), len(handler.sampler)
-        batches = 0
-        yielded = 0
-        for _, index in loader:
-            handler.update(sample_loss(index.double(), epoch).float().mean())
-            batches += 1
-            yielded += len(index)
-        assert announced == (batches, yielded)
-        assert yielded % 8 != 1 or yielded == 41  # full epochs stay as they are
-
-
-def test_pickled_copy_mid_epoch_keeps_attributing() -> None:
-    handler = BLS(InfoBatch(IndexedDataset(32), num_epochs=2), alpha=0.5).proxy()
-    batches = iter(DataLoader(handler, sampler=handler.sampler, batch_size=8))
-    _, first = next(batches)
-    clone = pickle.loads(pickle.dumps(handler))
-    clone.update(torch.tensor(2.0))
-    handler.update(torch.tensor(2.0))
-    assert torch.equal(clone.scores, handler.scores)
-    assert torch.all(clone.scores[first] == 1.0)
 
 
 @pytest.mark.parametrize(

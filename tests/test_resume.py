@@ -121,7 +121,7 @@ FILES = ("checkpoint.pt", "summary.json")
 
 
 def test_the_ddp_example_resumes_exactly_in_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     path = Path(__file__).resolve().parents[1] / "examples" / "ddp_train.py"
@@ -130,20 +130,13 @@ def test_the_ddp_example_resumes_exactly_in_one_process(
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     common = ["--epochs", "3", "--workers", "0", "--policy", "SeTa", "--prune-ratio", "0.3"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():  # the example seeds the global generator
-            fresh = tmp_path / "fresh"
-            fresh.mkdir()
-            monkeypatch.chdir(fresh)  # the defaults, from a user's working folder
-            full = example.main(common)
-            stopped = example.main(
-                [*common, "--output-dir", str(tmp_path / "b"), "--stop-after", "1"]
-            )
-            resumed = example.main([*common, "--output-dir", str(tmp_path / "b"), "--resume"])
-    finally:
-        torch.set_num_threads(threads)
+    with torch.random.fork_rng():  # the example seeds the global generator
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        monkeypatch.chdir(fresh)  # the defaults, from a user's working folder
+        full = example.main(common)
+        stopped = example.main([*common, "--output-dir", str(tmp_path / "b"), "--stop-after", "1"])
+        resumed = example.main([*common, "--output-dir", str(tmp_path / "b"), "--resume"])
     assert len(stopped["history"]) == 2 and resumed["start_epoch"] == 2
     assert resumed["scores"] == full["scores"]
     assert resumed["history"] == full["history"]
