@@ -187,3 +187,14 @@ def test_total_steps_without_a_budget_says_why_not() -> None:
 def test_the_reference_args_style_takes_target_saving() -> None:
     handler = InfoBatch(IndexedDataset(N), {"epochs": E, "delta": DELTA, "target_saving": 0.25})
     assert handler.policy.prune_count == round(0.25 * N * E / 7)
+
+
+def test_the_training_engine_takes_target_saving() -> None:
+    from bls.app.train import RunConfig, build_handler
+
+    data = IndexedDataset(N)
+    handler = build_handler(data, RunConfig(method="BLS_SeTa", epochs=E, target_saving=0.3))
+    assert handler.policy.prune_count == round(0.3 * N * E / 7)
+    assert handler.score_source.name == "bls"
+    with pytest.raises(ValueError, match="target_saving: method 'Static' has no budget"):
+        build_handler(data, RunConfig(method="Static", epochs=E, target_saving=0.3))

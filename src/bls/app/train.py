@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from bls._checks import check_fraction, check_int, check_positive
 from bls.handler import PruningDataset
-from bls.methods import lookup_method, method_names, prune
+from bls.methods import Full, InfoBatch, RandomPrune, SeTa, lookup_method, method_names, prune
 from bls.schedule import EpochOneCycleLR
 
 __all__ = ["METHODS", "EpochRecord", "RunConfig", "RunResult", "build_handler", "evaluate", "train"]
@@ -50,6 +50,9 @@ class RunConfig:
             ``Static``, ``Random`` or ``RandomPrune``, ``BLS_InfoBatch``, ``BLS_SeTa``, ...;
             see :data:`bls.methods.REGISTRY`). Results carry it as given.
         prune_ratio: the method's prune ratio, ``[0, 1)``.
+        target_saving: budget-first pruning, ``[0, 1)`` or ``None``: the run's saved share,
+            fixed before training, in place of ``prune_ratio`` (InfoBatch, SeTa, Random and
+            their BLS forms; ``Full`` trains on everything whatever it is).
         alpha: BLS EMA factor, ``[0, 1)`` (BLS methods only).
         delta: share of epochs that prune, ``[0, 1]``.
         num_group: SeTa's number of score groups.
@@ -64,6 +67,7 @@ class RunConfig:
 
     method: str = "Full"
     prune_ratio: float = 0.5
+    target_saving: float | None = None
     alpha: float = 0.7
     delta: float = 0.875
     num_group: int = 10
@@ -163,7 +167,19 @@ def build_handler(dataset: Any, cfg: RunConfig) -> PruningDataset:
         "alpha": cfg.alpha,
         "seed": cfg.seed,
     }
+    if cfg.target_saving is not None:
+        spec = lookup_method(cfg.method)
+        if spec.handler_class not in _BUDGETED and spec.handler_class is not Full:
+            raise ValueError(
+                f"target_saving: method {cfg.method!r} has no budget; allowed with "
+                "InfoBatch, SeTa, Random and their BLS forms (Full ignores it)"
+            )
+        args["target_saving"] = cfg.target_saving
     return prune(dataset, args)
+
+
+# The handlers that take target_saving.
+_BUDGETED = (InfoBatch, SeTa, RandomPrune)
 
 
 def default_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
