@@ -198,3 +198,50 @@ def test_the_training_engine_takes_target_saving() -> None:
     assert handler.score_source.name == "bls"
     with pytest.raises(ValueError, match="target_saving: method 'Static' has no budget"):
         build_handler(data, RunConfig(method="Static", epochs=E, target_saving=0.3))
+
+
+def _scored(handler, epochs: int = 3):
+    loader = DataLoader(handler, sampler=handler.sampler, batch_size=BATCH)
+    for epoch in range(epochs):
+        handler.sampler.set_epoch(epoch)
+        for _, index in loader:
+            losses = sample_loss(index.double(), epoch).float()
+            handler.update(losses if handler.score_source.per_sample else losses.mean())
+    return handler
+
+
+def test_coreset_keeps_the_hard_samples_by_infobatchs_ranking() -> None:
+    handler = _scored(InfoBatch(IndexedDataset(N), E, prune_ratio=0.5))
+    scores = handler.scores.numpy()
+    subset = handler.coreset(0.7)
+    assert subset.dtype == np.int64 and subset.size == 700
+    assert (np.diff(subset) > 0).all()  # sorted, no repeats
+    below = scores < scores.mean(dtype=np.float64)
+    # 300 go, all from the well-learned set (it has more than 300 / 0.9 members).
+    assert below.sum() * 0.9 >= 300
+    assert set(np.flatnonzero(~below)) <= set(subset.tolist())
+    assert np.array_equal(subset, handler.coreset(0.7))  # seeded: reproducible
+
+
+def test_coreset_of_seta_is_a_run_of_the_score_order() -> None:
+    handler = _scored(BLS(SeTa(IndexedDataset(N), E), alpha=0.7).proxy())
+    scores = handler.scores.numpy()
+    subset = handler.coreset(0.4)
+    low, high = scores[subset].min(), scores[subset].max()
+    outside = np.setdiff1d(np.arange(N), subset)
+    assert subset.size == 400
+    assert not ((scores[outside] > low) & (scores[outside] < high)).any()
+
+
+@pytest.mark.parametrize(
+    ("make", "fraction", "message"),
+    [
+        (lambda: RandomPrune(IndexedDataset(N), E), 0.5, "the Random policy does not rank"),
+        (lambda: InfoBatch(IndexedDataset(N), E), 0.0, r"fraction"),
+        (lambda: InfoBatch(IndexedDataset(N), E), 1.5, r"fraction"),
+    ],
+    ids=["random", "zero", "above-one"],
+)
+def test_coreset_refuses_what_it_cannot_answer(make, fraction, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        make().coreset(fraction)

@@ -32,7 +32,7 @@ from bls.epochs import (
     Resume,
     ResumeWarning,
 )
-from bls.policies import Policy
+from bls.policies import Policy, coreset_of
 from bls.recording import flush, record_update
 from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
 from bls.scores import NoScore, PerSampleLoss, ScoreSource
@@ -380,6 +380,24 @@ class PruningDataset(Dataset[Any]):
             bool(drop_last),
             None if world_size is None else check_int("world_size", world_size, 1),
         )
+
+    def coreset(self, fraction: float) -> np.ndarray:
+        """Sorted int64 indices of the ``round(fraction * N)`` samples to keep, from the
+        current scores by the policy's own ranking: a static subset to export.
+
+        InfoBatch drops well-learned (low-score) samples first; SeTa keeps the run of the
+        score order where its window would start next. The choice among equal candidates is
+        seeded by the handler's seed, so it is reproducible.
+
+        Raises:
+            ValueError: ``fraction`` outside ``(0, 1]``, or a policy that does not rank by
+                score (RandomPrune, Static, Full).
+        """
+        fraction = check_fraction("fraction", fraction, upper_inclusive=True, lower_inclusive=False)
+        kept = max(1, round(fraction * self.num_samples))
+        scores = self.scores.detach().to("cpu", torch.float32).numpy()
+        rng = np.random.default_rng([self.seed, 0xC05E])
+        return coreset_of(self.policy, scores, kept, self.epoch + 1, rng)
 
     def is_pruning_epoch(self, epoch: int) -> bool:
         return self._epochs.is_pruning_epoch(epoch)

@@ -28,6 +28,7 @@ __all__ = [
     "StaticPolicy",
     "budget_epochs",
     "budget_prune_count",
+    "coreset_of",
     "is_pruning_epoch",
     "keep_ratio_of",
 ]
@@ -78,6 +79,30 @@ def budget_prune_count(
             f"num_epochs={num_epochs} and delta={delta}"
         )
     return count
+
+
+def coreset_of(
+    policy: Policy, scores: np.ndarray, kept: int, epoch: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The ``kept`` samples a budget epoch of ``policy`` would keep from ``scores``, sorted.
+
+    The static subset a pruned run points to (``handler.coreset``): InfoBatch's budget rule
+    (well-learned samples pruned first), or SeTa's window at ``epoch``.
+
+    Raises:
+        ValueError: the policy does not rank by score (random, static or no pruning).
+    """
+    size = scores.size
+    if isinstance(policy, InfoBatchPolicy):
+        chosen = InfoBatchPolicy._plan_budget(scores, size - kept, rng).indices
+    elif isinstance(policy, SeTaPolicy):
+        chosen = policy._plan_budget(scores, max(epoch, 1), kept, rng).indices
+    else:
+        raise ValueError(
+            f"coreset: the {policy.name} policy does not rank samples by score, so its scores "
+            "point to no subset; use InfoBatch or SeTa (with or without BLS)"
+        )
+    return np.sort(chosen.astype(np.int64))
 
 
 def keep_ratio_of(prune_ratio: float) -> float:
