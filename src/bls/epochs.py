@@ -159,7 +159,7 @@ class EpochCycle:
                 "were pruned too, without re-weighting (warned once per run; every epoch's "
                 "count is in handler.history as 'beyond_well_learned')",
                 BudgetWarning,
-                stacklevel=4,
+                stacklevel=5,  # the caller of sampler.set_epoch
             )
 
     def total_steps(self, batch_size: int, drop_last: bool, world_size: int | None) -> int:
