@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args.epochs = args.num_epoch  # the names bls.prune reads: epochs, prune_ratio, ...
     args.prune_ratio = args.ratio
     handler = bls.prune(train_set, args)  # BLS_* take the mean loss, the others per-sample
-    use_bls = args.prune_type.startswith("BLS_")
+    use_bls = bls.methods.lookup_method(args.prune_type).bls
     # Under a process group the workers come from a fork server and live across epochs: forking
-    # a process that runs the group's threads can hang or crash it (README, "Loader workers").
+    # a process that runs the group's threads can hang or crash it (docs/ddp_workers.md).
     workers: dict[str, Any] = {
         "num_workers": args.workers,
         "persistent_workers": args.workers > 0,

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     handler = bls.prune(train_set, args)  # reads prune_type, prune_ratio, epochs, alpha, ...
     use_bls = args.prune_type.startswith("BLS_")
     # Under a process group the workers come from a fork server and live across epochs: forking
-    # a process that runs the group's threads can hang or crash it (README, "Loader workers").
+    # a process that runs the group's threads can hang or crash it (docs/ddp_workers.md).
     workers: dict[str, Any] = {
         "num_workers": args.num_workers,
         "persistent_workers": args.num_workers > 0,
