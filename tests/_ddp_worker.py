@@ -13,7 +13,9 @@ A scenario is a plain dict (it crosses the process boundary by pickling):
   ``update(loss, indices=...)``), ``set_epoch`` (call ``sampler.set_epoch`` before each epoch),
   ``bf16`` (the loss handed to ``update`` is bfloat16), ``num_workers``,
   ``persistent_workers``, ``end_epoch`` (call ``handler.end_epoch()`` after each epoch;
-  default ``True``).
+  default ``True``), ``defer`` (under DDP, record each step's scores as ``handler.scores``
+  holds them: those of the last fold, the epoch's last update; by default every rank calls
+  ``handler.state_dict()`` after every step, which folds every rank's losses so far in).
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def train(
             optimizer.zero_grad()
             record["batches"].append(index.clone())
             record["losses"].append(loss.detach().float().clone())
-            record["scores"].append(handler.scores.clone())
+            record["scores"].append(scores_now(cfg, handler))
             record.setdefault("len_sampler", len(handler.sampler))
         if cfg.get("end_epoch", True):
             handler.end_epoch()
@@ -178,6 +180,14 @@ def train(
             }
             torch.save(state, checkpoint)
     return records
+
+
+def scores_now(cfg: dict[str, Any], handler: PruningDataset) -> torch.Tensor:
+    """The scores after this step. Under DDP every rank defers its losses to the epoch's last
+    update; ``state_dict()``, called by every rank at the same step, folds them in now."""
+    if dist.is_initialized() and not cfg.get("defer"):
+        return handler.state_dict()["scores"]
+    return handler.scores.clone()
 
 
 def run_scenario(
@@ -270,6 +280,7 @@ def resume_phase(
         for position, cfg in enumerate(scenarios):
             if mode == "single" and position % world_size != rank:
                 continue
+            cfg = {**cfg, "defer": True}  # the epochs' losses folded at their last updates
             epochs = range(stop + 1, cfg["epochs"]) if resume else range(cfg["epochs"])
             results[f"{mode}/{cfg['name']}"] = run_scenario(
                 cfg,
@@ -281,3 +292,133 @@ def resume_phase(
             )
     torch.save(results, out_dir / f"{phase}_{rank}.pt")
     _shut_down()
+
+
+# ---------------------------------------------------------------- collectives (test_collectives)
+#: ``torch.distributed`` functions that communicate with the other ranks.
+COLLECTIVES = (
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_single",
+    "all_gather_object",
+    "all_reduce",
+    "all_to_all",
+    "all_to_all_single",
+    "barrier",
+    "broadcast",
+    "broadcast_object_list",
+    "gather",
+    "gather_object",
+    "reduce",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "scatter",
+    "send",
+    "recv",
+    "isend",
+    "irecv",
+    "monitored_barrier",
+)
+
+
+class CollectiveCounter:
+    """Counts calls of every ``torch.distributed`` collective, in this process only.
+
+    ``install`` wraps the module's functions (the library looks them up on the module at call
+    time, so it calls the wrappers); nothing outside this child process is patched.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def install(self) -> None:
+        for name in COLLECTIVES:
+            original = getattr(dist, name, None)
+            if original is not None:
+                setattr(dist, name, self._wrap(name, original))
+
+    def _wrap(self, name: str, original: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return original(*args, **kwargs)
+
+        return counted
+
+    def take(self) -> list[str]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+def collectives_phase(
+    rank: int, world_size: int, out: str, scenarios: list[dict[str, Any]]
+) -> None:
+    """``test_collectives``: count the collectives of each epoch, and check mid-epoch saving.
+
+    Every scenario trains ``epochs`` epochs of many steps with a fixed loss of the index (no
+    model, so the only collectives are the handler's); after each epoch's last update rank 0
+    alone calls ``state_dict()`` (the usual "rank 0 saves"), which must return at once.
+    Then, in one more epoch: every rank calls ``state_dict()`` at the same mid-epoch step (it
+    folds every rank's losses in), and rank 0 alone calls it at another step, which must
+    raise, naming rank 1, within the shortened wait.
+    """
+    import bls.distributed
+
+    out_dir = Path(out)
+    _start_rank()
+    _init(rank, world_size, out_dir)
+    counter = CollectiveCounter()
+    counter.install()
+    bls.distributed.AGREE_TIMEOUT = datetime.timedelta(seconds=3)
+    results: dict[str, Any] = {}
+    for cfg in scenarios:
+        handler = build_handler(cfg)
+        loader = DataLoader(
+            handler, sampler=handler.sampler, batch_size=cfg["batch"], drop_last=cfg["drop_last"]
+        )
+        record: dict[str, Any] = {"collectives": [], "steps": [], "saves": []}
+        for epoch in range(cfg["epochs"]):
+            handler.sampler.set_epoch(epoch)
+            counter.take()  # the decision closed the previous epoch: counted there
+            steps = 0
+            for batch in loader:
+                loss = (batch[2].double() * 0.37 + epoch).sin().float() + 1.0
+                _update(cfg, handler, loss, batch)
+                steps += 1
+            calls = counter.take()
+            if rank == 0:
+                started = datetime.datetime.now()
+                state = handler.state_dict()  # rank 0 alone, at the epoch's end
+                seconds = (datetime.datetime.now() - started).total_seconds()
+                record["saves"].append((seconds, state["scores"].clone()))
+            calls += counter.take()
+            handler.end_epoch()
+            calls += counter.take()
+            record["collectives"].append(calls)
+            record["steps"].append(steps)
+        record["final_scores"] = handler.scores.clone()
+        # One more epoch: a mid-epoch state_dict() on every rank, then rank 0 alone.
+        handler.sampler.set_epoch(cfg["epochs"])
+        seen = []
+        for step, batch in enumerate(loader, start=1):
+            loss = (batch[2].double() * 0.37).cos().float() + 2.0
+            _update(cfg, handler, loss, batch)
+            seen.append((batch[2].clone(), loss.clone()))
+            if step == 3:
+                record["midepoch_state"] = handler.state_dict()  # every rank, same step
+                record["midepoch_seen"] = list(seen)
+            if step == 5 and rank == 0:
+                started = datetime.datetime.now()
+                try:
+                    handler.state_dict()
+                except RuntimeError as error:
+                    record["alone_error"] = str(error)
+                record["alone_seconds"] = (datetime.datetime.now() - started).total_seconds()
+        handler.end_epoch()
+        results[cfg["name"]] = record
+    torch.save(results, out_dir / f"collectives_{rank}.pt")
+    _shut_down()
+
+
+def _update(cfg: dict[str, Any], handler: PruningDataset, loss: torch.Tensor, batch: Any) -> None:
+    loss = loss if cfg["alpha"] is None else loss.mean()
+    handler.update(loss, indices=batch[-1] if cfg.get("explicit") else None)

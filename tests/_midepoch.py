@@ -5,7 +5,9 @@ Not a test module. ``python tests/_midepoch.py PHASE OUT`` runs every scenario o
 stopped after update ``STOP_UPDATE`` of epoch ``STOP_EPOCH`` with its checkpoint saved;
 ``"resume"``: a fresh process that loads each checkpoint and continues with the user's usual
 loop) and writes what it observed to ``OUT/<phase>.pt``. ``PHASE`` ``"ddp-first"`` and
-``"ddp-resume"`` do the same for the DDP scenarios on two ``gloo`` ranks, rank 0 alone saving.
+``"ddp-resume"`` do the same for the DDP scenarios on two ``gloo`` ranks: every rank calls
+``state_dict()`` at the stop (mid-epoch it gathers the ranks' deferred losses), rank 0 alone
+writes it, and every rank resumes from rank 0's file.
 
 The "loss" of a sample is a known function of its index and the epoch (``_data.sample_loss``),
 so the scores depend only on which batches ``update()`` saw, in which order.
@@ -134,8 +136,12 @@ def first(cfg: dict[str, Any], out: Path, rank: int = 0) -> dict[str, Any]:
     loader = _loader(cfg, handler)
 
     def save(epoch: int) -> None:
-        if rank == 0:  # the usual "rank 0 saves": no other rank takes part
-            checkpoint = {"epoch": epoch, "handler": handler.state_dict()}
+        # Mid-epoch under DDP the ranks' losses since the epoch began are still deferred on
+        # each rank: every rank calls state_dict() at the same step (it gathers them into the
+        # scores), and rank 0 alone writes the result.
+        state = handler.state_dict()
+        if rank == 0:
+            checkpoint = {"epoch": epoch, "handler": state}
             if cfg["loader"] == "stateful":
                 checkpoint["loader"] = loader.state_dict()
             torch.save(checkpoint, out / f"{cfg['name']}.pt")

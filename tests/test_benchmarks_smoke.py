@@ -71,12 +71,76 @@ def test_decision() -> None:
     assert exact["ours"] == pytest.approx(exact["exact"], rel=1e-9)
 
 
-def test_update() -> None:
+# A stand-in for the reference InfoBatch (github.com/NUS-HPC-AI-Lab/InfoBatch): its interface
+# only (the benchmark times ``update()`` after setting ``cur_batch_index``), and the DataLoader
+# patch its module applies when imported, which the benchmark must undo.
+FAKE_REFERENCE = """
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+_BaseDataLoaderIter.__next__ = None  # the real module replaces it too
+
+
+class InfoBatch(Dataset):
+    def __init__(self, dataset, num_epochs, prune_ratio=0.5, delta=0.875):
+        self.dataset = dataset
+        self.scores = torch.ones(len(dataset)) * 3
+        self.weights = torch.ones(len(dataset))
+        self.cur_batch_index = None
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return index, self.dataset[index]
+
+    @property
+    def sampler(self):
+        return list(np.random.default_rng(0).permutation(len(self)))
+
+    def update(self, values):
+        weights = self.weights[self.cur_batch_index].to(values.device)
+        self.scores[self.cur_batch_index.long()] = values.detach().clone().cpu()
+        return (values * weights).mean()
+"""
+
+
+def test_update(tmp_path: Path) -> None:
     out, result = _run("bench_update", ["--tiny"])
-    assert len(result["update"]) == 8  # 2 modes x 2 routes x 2 epochs
-    assert {r["weighted"] for r in result["update"]} == {False, True}
-    assert re.search(r"update\(\) bls +route=order +epoch 1 .*: \d+\.\d us/call", out)
-    assert "bare loss.mean()" in out
+    assert [r["route"] for r in result["update"]] == [
+        "bls/order",
+        "bls/indices",
+        "per-sample/order",
+        "per-sample/indices",
+    ]
+    assert result["reference_us"] is None and "reference InfoBatch update(): not given" in out
+    assert re.search(r"update\(\) bls/order +\d+\.\d us/call \(reference not given", out)
+    assert "bare loss.mean() with autograd" in out
+    # Every route's dispatches were counted; the order route's are few.
+    assert sum(result["dispatches"]["bls/order"].values()) <= 4
+    package = tmp_path / "infobatch"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "infobatch.py").write_text(FAKE_REFERENCE)
+    out, result = _run("bench_update", ["--tiny", "--reference", str(tmp_path)])
+    assert result["reference_us"] > 0
+    assert all(r["vs_reference"] > 0 for r in result["update"])
+    assert re.search(r"update\(\) per-sample/order +\d+\.\d us/call \(\d+\.\d\dx the ref", out)
+
+
+def test_collectives() -> None:
+    out, result = _run("bench_collectives", ["--tiny"])
+    assert set(result["routes"]) == {
+        "bls/order",
+        "bls/indices",
+        "per-sample/order",
+        "per-sample/indices",
+    }
+    for row in result["routes"].values():
+        assert max(row["collectives_per_epoch"]) <= 4 < min(row["steps_per_epoch"])
+    assert "collectives bls/order" in out and "gloo ranks" in out
 
 
 def test_memory() -> None:

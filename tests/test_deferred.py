@@ -1,11 +1,13 @@
-"""Deferred recording (one process, order route) equals recording every batch at once.
+"""Deferred recording (one process) equals recording every batch at once.
 
-In one process ``update()`` only copies its measurement into the epoch's pending buffer; the
-scores absorb the pending batches, vectorised, whenever they are read (``handler.scores``,
-``state_dict()``, pickling, the next epoch's decision). Reading the scores after every
-``update()`` therefore records batch by batch, and reading them only at epoch ends records
-many batches at once: the two runs below must agree bit for bit, for per-sample and BLS
-scores, with a shorter last batch, with ``drop_last``, and with non-finite losses.
+In one process ``update()`` only copies its measurement into the epoch's pending buffer (the
+order route) or keeps a copy of it and of its indices (explicit indices); the scores absorb
+the pending batches, vectorised, whenever they are read (``handler.scores``, ``state_dict()``,
+pickling, the next epoch's decision). Reading the scores after every ``update()`` therefore
+records batch by batch, and reading them only at epoch ends records many batches at once: the
+two runs below must agree bit for bit, for per-sample and BLS scores, with a shorter last
+batch, with ``drop_last``, with non-finite losses and with indices repeated between explicit
+batches. The last tests count the torch operations one ``update()`` dispatches.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 import torch
 from _data import IndexedDataset, sample_loss
 from _replay import bls_replay
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
 from bls import BLS, InfoBatch, SeTa
@@ -100,3 +103,114 @@ def test_explicit_indices_mixed_into_an_order_route_epoch() -> None:
             handler.update(losses)
         expected[index] = losses
     torch.testing.assert_close(handler.scores, expected, rtol=0, atol=0)
+
+
+def _explicit_run(kind: str, batches: list[list[int]], *, read_every_step: bool) -> Any:
+    """Explicit-index updates of the given batches (any indices: the route does not check
+    them against the plan), some of them non-finite; the scores, and the non-finite count."""
+    handler = _handler(kind)
+    handler.return_indices = True  # (items are not read here: only update() sees it)
+    iterator = iter(handler.sampler)
+    next(iterator)  # the epoch's iteration began
+    for step, batch in enumerate(batches):
+        index = torch.tensor(batch)
+        losses = sample_loss(index.double(), step).float() + step
+        if step == 2:
+            losses[0] = float("nan")
+        handler.update(losses if kind == "per-sample" else losses.mean(), indices=index)
+        if read_every_step:
+            assert handler.scores.dim() == 1
+    handler.end_epoch()
+    return handler.scores.clone(), handler.history[-1]["nonfinite"]
+
+
+@pytest.mark.parametrize("kind", ["per-sample", "bls-infobatch"])
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[0, 1, 2], [3, 4], [5, 6, 7], [8]],  # no index twice: folded at once
+        [[0, 1, 2], [2, 3], [3, 0, 4], [4, 4, 5]],  # repeats across and within batches
+    ],
+    ids=["distinct", "repeated"],
+)
+def test_deferred_explicit_batches_equal_recording_each_at_once(
+    kind: str, batches: list[list[int]]
+) -> None:
+    eager, eager_nonfinite = _explicit_run(kind, batches, read_every_step=True)
+    deferred, deferred_nonfinite = _explicit_run(kind, batches, read_every_step=False)
+    assert torch.equal(eager, deferred)
+    assert eager_nonfinite == deferred_nonfinite == 1  # one sample, or one batch (BLS)
+    # Against the rules written out: the last loss of a sample (per-sample), the EMA of the
+    # batch losses, a batch's repeated index moved once (BLS); the non-finite entry skipped.
+    expected = torch.full((N,), 3.0 if kind == "per-sample" else 0.0, dtype=torch.float64)
+    for step, batch in enumerate(batches):
+        index = torch.tensor(batch)
+        losses = sample_loss(index.double(), step).float() + step
+        if step == 2:
+            losses[0] = float("nan")
+        if kind == "per-sample":
+            finite = torch.isfinite(losses)
+            expected[index[finite]] = losses[finite].double()
+        elif torch.isfinite(losses.mean()):
+            expected = bls_replay([(batch, float(losses.mean()))], N, 0.7, start=expected)
+    torch.testing.assert_close(deferred.double(), expected, rtol=0, atol=1e-6)
+
+
+class _DispatchCount(TorchDispatchMode):
+    """Every torch operation dispatched inside the block, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# What one update() dispatches, and why each is needed (docs/performance.md lists them too):
+# the loss to back-propagate (mean, mul or dot: a new autograd tensor); detach (the `.data`
+# alias through which the measurement is copied without autograd); copy_ / _to_copy (the
+# step's measurement and, on the explicit route, its indices, kept safe from later in-place
+# changes of the caller's tensors); index_select (explicit route, up-weighted: the batch's
+# weights, whose indices only the call knows).
+DISPATCHES = {
+    ("bls", "order", False): ["mean", "detach", "copy_"],
+    ("bls", "order", True): ["mul", "detach", "copy_"],
+    ("per-sample", "order", False): ["mean", "detach", "copy_"],
+    ("per-sample", "order", True): ["dot", "detach", "copy_"],
+    ("bls", "indices", False): ["_to_copy", "mean", "detach", "_to_copy"],
+    ("bls", "indices", True): ["_to_copy", "index_select", "mean", "mul", "detach", "_to_copy"],
+    ("per-sample", "indices", False): ["_to_copy", "mean", "detach", "_to_copy"],
+    ("per-sample", "indices", True): [
+        "_to_copy", "index_select", "mul", "mean", "detach", "_to_copy"
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unit-weights", "up-weighted"])
+@pytest.mark.parametrize("route", ["order", "indices"])
+@pytest.mark.parametrize("mode", ["bls", "per-sample"])
+def test_torch_dispatches_of_one_update(mode: str, route: str, weighted: bool) -> None:
+    data = IndexedDataset(N)
+    handler: Any = InfoBatch(
+        data, num_epochs=EPOCHS, prune_ratio=0.5, return_indices=route != "order"
+    )
+    if mode == "bls":
+        handler = BLS(handler, alpha=0.7).proxy()
+    handler.scores = torch.linspace(0.0, 2.0, N)  # epoch 0 prunes and up-weights
+    if not weighted:
+        handler.scores = torch.ones(N)  # all equal: nothing pruned, every weight 1
+    loader = DataLoader(handler, sampler=handler.sampler, batch_size=BATCH)
+    weight = torch.ones(1, requires_grad=True)
+    for step, batch in enumerate(loader):
+        losses = (batch[0].squeeze(1) * 0.01 * weight) + 1.0  # an autograd loss
+        loss = losses if mode == "per-sample" else losses.mean()
+        indices = batch[-1] if route == "indices" else None
+        if step == 3:  # a middle step: the epoch's preparation is behind it
+            with _DispatchCount() as counter:
+                handler.update(loss, indices=indices)
+            break
+        handler.update(loss, indices=indices)
+    assert handler._run.unit_weights is not weighted
+    assert counter.ops == DISPATCHES[mode, route, weighted]

@@ -5,7 +5,8 @@ records what each rank saw (``tests/_ddp_worker.py``); the tests then check, per
 rank: equal batch counts, disjoint shards whose union is the epoch list, the plan every rank
 decided against an independent recomputation, identical scores on both ranks after every step,
 and the scores against a replay of the update rules (docs/design.md, 'Score sources') from the
-recorded losses.
+recorded losses: after every step where every rank called ``state_dict()`` after it (which folds
+every rank's deferred losses in), and at each epoch's last update where nobody did.
 """
 
 from __future__ import annotations
@@ -48,12 +49,28 @@ SCENARIOS: list[dict[str, Any]] = [
     # keeps floor(0.5 * 3) = 1 sample in epoch 0: fewer than the ranks, padded, never empty
     dict(name="random_tiny", policy="Random", alpha=None, n=3, batch=2, drop_last=False,
          set_epoch=True, epochs=2),
+    # Deferred: no state_dict() between steps, so every rank's losses of an epoch are gathered
+    # and folded at once, at its last update (full epochs of an odd N are padded).
+    dict(name="bls_infobatch_deferred", policy="InfoBatch", alpha=0.7, n=103, batch=8,
+         drop_last=False, set_epoch=True, defer=True),
+    dict(name="infobatch_deferred_drop", policy="InfoBatch", alpha=None, n=101, batch=7,
+         drop_last=True, set_epoch=False, defer=True),
+    dict(name="bls_seta_deferred", policy="SeTa", alpha=0.8, n=97, batch=5, drop_last=False,
+         set_epoch=False, prune_ratio=0.3, defer=True, end_epoch=False),
+    dict(name="random_tiny_deferred", policy="Random", alpha=None, n=3, batch=2,
+         drop_last=False, set_epoch=True, epochs=2, defer=True),
+    dict(name="bls_explicit_deferred", policy="InfoBatch", alpha=0.7, n=91, batch=6,
+         drop_last=False, set_epoch=True, explicit=True, defer=True, num_workers=2),
+    dict(name="infobatch_explicit_deferred_drop", policy="InfoBatch", alpha=None, n=101,
+         batch=7, drop_last=True, set_epoch=False, explicit=True, defer=True),
 ]  # fmt: skip
 for _cfg in SCENARIOS:
     _cfg.setdefault("epochs", 5)
     _cfg.setdefault("prune_ratio", 0.5)
     _cfg.setdefault("num_workers", 0)
 NAMES = [cfg["name"] for cfg in SCENARIOS]
+SYNCED = [cfg["name"] for cfg in SCENARIOS if not cfg.get("defer")]
+DEFERRED = [cfg["name"] for cfg in SCENARIOS if cfg.get("defer")]
 CONFIG = {cfg["name"]: cfg for cfg in SCENARIOS}
 
 
@@ -146,7 +163,7 @@ def test_plan_is_decided_from_the_previous_epochs_scores(
 
 def test_uneven_kept_counts_were_exercised(ranks: list[dict[str, Any]]) -> None:
     # Guards the scenarios above: the trimming paths must actually have been taken.
-    odd_kept = trimmed_batch_of_one = padded = 0
+    odd_kept = trimmed_batch_of_one = padded = deferred_padded = 0
     for cfg in SCENARIOS:
         run = ranks[0][cfg["name"]]
         for epoch in range(cfg["epochs"]):
@@ -159,8 +176,10 @@ def test_uneven_kept_counts_were_exercised(ranks: list[dict[str, Any]]) -> None:
             odd_kept += raw.indices.size < cfg["n"] and raw.indices.size % WORLD == 1
             trimmed_batch_of_one += raw.indices.size - plan.size >= WORLD
             padded += plan.size > cfg["n"]
+            # A padded epoch repeats samples of its first row in its last: folded after it.
+            deferred_padded += bool(cfg.get("defer")) and plan.size > cfg["n"]
             assert kept == min(plan.size, cfg["n"])
-    assert odd_kept >= 3 and trimmed_batch_of_one >= 1 and padded >= 3
+    assert odd_kept >= 3 and trimmed_batch_of_one >= 1 and padded >= 3 and deferred_padded >= 3
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -178,7 +197,51 @@ def test_scores_identical_on_every_rank_after_every_step(
         assert torch.equal(first, second)  # DDP kept the models in step too
 
 
-@pytest.mark.parametrize("name", NAMES)
+def replay_step(
+    score: np.ndarray, records: list[dict[str, Any]], step: int, alpha: float | None, n: int
+) -> np.ndarray:
+    """The update rules applied to every rank's batch of one step (rank 0's first)."""
+    step_batches = []  # BLS: every rank's (indices, batch loss) of this step
+    for record in records:
+        index = record["batches"][step].numpy()
+        loss = record["losses"][step].double().numpy()
+        if alpha is None:
+            score[index] = loss
+        else:
+            assert loss.shape == ()
+            step_batches.append((index, float(loss)))
+    if alpha is not None:
+        score = bls_replay(step_batches, n, alpha, start=score).numpy()
+    return score
+
+
+@pytest.mark.parametrize("name", DEFERRED)
+def test_deferred_scores_are_folded_at_each_epochs_last_update(
+    ranks: list[dict[str, Any]], name: str
+) -> None:
+    """Without a state_dict() between steps, the scores stay those of the epoch's start until
+    its last update(), which gathers every rank's losses and folds them: then they equal the
+    replay of all the epoch's steps, in step order, on every rank."""
+    cfg = CONFIG[name]
+    alpha = cfg["alpha"]
+    score = np.full(cfg["n"], initial_score(cfg), dtype=np.float64)
+    for epoch in range(cfg["epochs"]):
+        records = [ranks[r][name]["epochs"][epoch] for r in range(WORLD)]
+        steps = len(records[0]["batches"])
+        assert steps > 0
+        start = score.copy()
+        for step in range(steps):
+            score = replay_step(score, records, step, alpha, cfg["n"])
+        for rank, record in enumerate(records):
+            for step in range(steps - 1):
+                recorded = record["scores"][step].double().numpy()
+                np.testing.assert_allclose(recorded, start, rtol=0, atol=1e-6 if alpha else 0)
+            last = record["scores"][-1].double().numpy()
+            np.testing.assert_allclose(last, score, rtol=0, atol=1e-6 if alpha else 0)
+            assert torch.equal(record["scores"][-1], records[0]["scores"][-1]), rank
+
+
+@pytest.mark.parametrize("name", SYNCED)
 def test_scores_follow_the_update_rule_over_all_ranks(
     ranks: list[dict[str, Any]], name: str
 ) -> None:

@@ -99,13 +99,18 @@ class ExplicitRoute:
     """The indices come with the loss: ``update(loss, indices=batch_indices)``."""
 
     @staticmethod
-    def locate(indices: Any, device: torch.device) -> torch.Tensor:
+    def locate(indices: Any, device: torch.device, *, copy: bool = False) -> torch.Tensor:
         """``indices`` as a flat int64 tensor on ``device`` (copied without a host sync).
+
+        ``copy``: always a new tensor, never the caller's (one dispatch either way when the
+        indices are a 1-D tensor), for keeping them past this ``update()``.
 
         Raises:
             TypeError: the indices are floating point or boolean.
         """
-        local = torch.as_tensor(indices)
+        local = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(indices)
         if local.dtype.is_floating_point or local.dtype == torch.bool:
             raise TypeError(f"indices: expected integer sample indices, got dtype {local.dtype}")
-        return local.reshape(-1).to(device=device, dtype=torch.int64, non_blocking=True)
+        if local.dim() != 1:
+            local = local.reshape(-1)
+        return local.to(device=device, dtype=torch.int64, non_blocking=True, copy=copy)

@@ -8,10 +8,26 @@ indices travel as int64, never cast to the loss's dtype.
 
 from __future__ import annotations
 
+import collections
+import datetime
+
 import torch
 import torch.distributed as dist
 
-__all__ = ["gather_equal", "gather_uneven", "rank_and_world_size"]
+__all__ = [
+    "AGREE_TIMEOUT",
+    "check_ranks_agree",
+    "gather_equal",
+    "gather_uneven",
+    "rank_and_world_size",
+]
+
+#: How long :func:`check_ranks_agree` waits for the other ranks before it raises.
+AGREE_TIMEOUT = datetime.timedelta(seconds=60)
+# How many times this process called check_ranks_agree at each point: with the point, it
+# names the call's keys, the same on every rank that reached it as often, and a call that
+# failed on one rank cannot meet the next ones.
+_calls: collections.Counter[str] = collections.Counter()
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -59,3 +75,44 @@ def gather_uneven(tensor: torch.Tensor) -> list[torch.Tensor]:
     padded[: tensor.shape[0]] = tensor
     gathered = gather_equal(padded)
     return [gathered[r, :n] for r, n in enumerate(lengths)]
+
+
+def check_ranks_agree(what: str, where: str, timeout: datetime.timedelta | None = None) -> None:
+    """Make sure every rank reached the call ``what`` at the same point ``where``.
+
+    Every rank writes a key of its own, named by ``what``, ``where`` and how often this
+    process reached that point before, into the default process group's store, and waits for
+    the other ranks' keys. It makes no collective call, so a rank that alone reached ``what``
+    (or reached it at another step) is not paired with some other collective of the other
+    ranks, which would hang or exchange the wrong data: it raises instead, once ``timeout``
+    (:data:`AGREE_TIMEOUT` by default) has passed. Without a process group it returns at once.
+
+    Raises:
+        RuntimeError: some rank did not reach ``what`` at ``where`` in time.
+    """
+    rank, world_size = rank_and_world_size()
+    if world_size == 1:
+        return
+    timeout = AGREE_TIMEOUT if timeout is None else timeout
+    point = f"{what}/{where}"
+    store = dist.PrefixStore(f"bls-prune/{point}/{_calls[point]}/", _default_store())
+    _calls[point] += 1
+    store.set(f"rank{rank}", "1")
+    keys = [f"rank{r}" for r in range(world_size)]
+    try:
+        store.wait(keys, timeout)
+    except RuntimeError as error:  # the store's timeout (DistStoreError is a RuntimeError)
+        missing = [r for r, key in enumerate(keys) if not store.check([key])]
+        raise RuntimeError(
+            f"{what}(): under a process group it needs every rank at the same step; rank "
+            f"{rank} called it ({where}) and waited {timeout.total_seconds():.0f} s, but "
+            f"rank(s) {', '.join(map(str, missing)) or '?'} did not call it there; call it on "
+            "every rank at the same step (rank 0 may then write the result alone)"
+        ) from error
+
+
+def _default_store() -> dist.Store:
+    """The default process group's key-value store (torch keeps it for its own barriers)."""
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()

@@ -87,6 +87,11 @@ class EpochRun:
     consumed: int = 0  # tracked: the shard position when the last updated batch was drawn
     resume: Resume | None = None  # where a mid-epoch checkpoint left this epoch
     last_loss: torch.Tensor | None = None  # the last update()'s loss, as the loop passed it
+    # The update path (bls.recording): the order route's per-step views, prepared at the
+    # epoch's first update (an OrderSteps), and explicit batches not yet in the scores (one
+    # process, an ExplicitLog).
+    steps: Any = None
+    log: Any = None
 
 
 class EpochCycle:
@@ -296,6 +301,7 @@ class EpochCycle:
             run.iterator, column, state.batch_size, loader.drop_last, state.epoch
         )
         run.updates, run.pending_from, state.pending = done, done, None
+        run.steps = None  # views of the pending buffer just dropped
         run.tracked = deque() if loader.tracked else None
         run.tracked_count, run.consumed = done, start
         return run.iterator

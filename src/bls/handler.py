@@ -33,7 +33,7 @@ from bls.epochs import (
     ResumeWarning,
 )
 from bls.policies import Policy, coreset_of
-from bls.recording import flush, record_update
+from bls.recording import flush, fold_every_rank, record_update, sync_for_state
 from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
 from bls.scores import NoScore, PerSampleLoss, ScoreSource
 from bls.state import FORMAT, DeclaredState, StateField, check_format, require
@@ -312,7 +312,12 @@ class PruningDataset(Dataset[Any]):
     # ------------------------------------------------------------------ inspection
     @property
     def scores(self) -> torch.Tensor:
-        """float32 ``(N,)``: every sample's score, up to date with every ``update()`` so far."""
+        """float32 ``(N,)``: every sample's score, up to date with every ``update()`` so far.
+
+        Under a process group, inside an epoch: as of the last gather of every rank's losses
+        (the previous epoch's last update, or a ``state_dict()`` on every rank), the same on
+        every rank; reading them never communicates.
+        """
         self._flush()
         return self._state.scores
 
@@ -429,12 +434,21 @@ class PruningDataset(Dataset[Any]):
         """
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f"loss: expected a torch.Tensor, got {type(loss).__name__}")
+        run = self._epochs.run
+        steps = run.steps  # the order route's prepared step (bls.recording.OrderSteps)
+        if steps is not None and indices is None and loss.device == steps.device:
+            return steps.step(run, loss)
         return record_update(
             self._epochs, self.score_source, loss, indices, explicit=self.return_indices
         )
 
     def _flush(self) -> None:
-        """Fold the deferred batches into the scores (exactly as recording them one by one)."""
+        """Fold the deferred batches into the scores (exactly as recording them one by one).
+
+        In one process every one of them. Under a process group none: they need every rank's
+        buffer and are gathered at the epoch's last update, a decision, ``end_epoch()`` or a
+        ``state_dict()`` that every rank calls at the same step.
+        """
         flush(self.score_source, self._state, self._epochs.run)
 
     # ------------------------------------------------------------------ epochs (PlanSource)
@@ -499,19 +513,27 @@ class PruningDataset(Dataset[Any]):
         self._close_epoch()
 
     def _close_epoch(self) -> None:
-        self._flush()
+        # Every rank closes the epoch at the same point: a collective gather is safe here.
+        fold_every_rank(self.score_source, self._state, self._epochs.run)
         self._epochs.close(explicit=self.return_indices)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, as tensors and Python numbers.
 
-        Loads with ``torch.load(..., weights_only=True)``. Save after any ``update()`` (under
-        a process group, every rank at the same step; the ranks' states are equal, so rank 0
-        may write it). The resumed run continues an interrupted epoch with exactly its
-        remaining batches, then decides the following epochs as the uninterrupted run.
+        Loads with ``torch.load(..., weights_only=True)``. Save after any ``update()``. The
+        resumed run continues an interrupted epoch with exactly its remaining batches, then
+        decides the following epochs as the uninterrupted run.
+
+        Under a process group each rank defers its losses until the epoch's last
+        ``update()``, which gathers them: at an epoch's end (after its last update, a
+        decision or ``end_epoch()``) the ranks' states are equal and rank 0 alone may call
+        this. Inside an epoch it needs every rank's pending losses, so every rank must call it
+        at the same step (rank 0 may then write its result alone); a rank that calls it alone
+        raises ``RuntimeError`` after ``bls.distributed.AGREE_TIMEOUT`` (60 s), without
+        waiting on any collective.
         """
-        self._flush()
+        sync_for_state(self.score_source, self._state, self._epochs.run, self.epoch)
         return self._state.checkpoint(self._identity(), self._epochs, self.seed)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -8,8 +8,10 @@ host-device synchronisation:
 * :meth:`ScoreSource.record` folds measurements into the score table. Under DDP it receives
   every rank's measurements, so all ranks keep identical scores.
 
-Shapes: ``indices`` is ``(ranks, batch)`` int64; a measurement is ``(ranks, batch)`` for the
-per-sample source and ``(ranks, 1)`` for the batch-loss EMA, so one broadcast serves both.
+Shapes: ``measure`` returns one value per sample (per-sample) or a 0-d batch loss (BLS).
+``record`` takes ``indices`` of any shape (int64 or int32) and a measurement that broadcasts
+against it: ``(ranks, batch)`` values for the per-sample source, ``(ranks, 1)`` (one per rank
+and batch, or ``(ranks, batches, 1)`` for many batches at once) for the batch-loss EMA.
 Non-finite measurements never enter the table: those entries keep their previous score and
 are counted, and the handler warns once per epoch with the count.
 """
@@ -21,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-__all__ = ["BatchLossEMA", "NoScore", "PerSampleLoss", "ScoreSource"]
+__all__ = ["BatchLossEMA", "NoScore", "PerSampleLoss", "ScoreSource", "non_finite"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class ScoreSource:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(loss to back-propagate, detached measurement or None)``."""
         return loss.mean(), None
+
+    def measure_scalar(
+        self, loss: torch.Tensor, batch_weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`measure`, with a 0-d measurement: only for batch-loss sources."""
+        raise NotImplementedError(f"{type(self).__name__} measures per sample, not per batch")
 
     def record(
         self, scores: torch.Tensor, indices: torch.Tensor, measurement: torch.Tensor
@@ -70,14 +78,15 @@ class PerSampleLoss(ScoreSource):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         per_sample = loss.reshape(loss.shape[0], -1).mean(dim=1) if loss.dim() > 1 else loss
         weighted = per_sample if batch_weights is None else per_sample * batch_weights
-        return weighted.mean(), per_sample.detach()
+        # ``.data``: the values without autograd, like ``detach()`` but not a dispatched op.
+        return weighted.mean(), per_sample.data
 
     def record(
         self, scores: torch.Tensor, indices: torch.Tensor, measurement: torch.Tensor
     ) -> torch.Tensor:
         values = _as_dtype(measurement, scores.dtype).reshape(-1)
         flat = indices.reshape(-1)
-        skip = _non_finite(values)
+        skip = non_finite(values)
         _write(scores, flat, torch.where(skip, scores.index_select(0, flat), values))
         return torch.count_nonzero(skip)
 
@@ -101,18 +110,31 @@ class BatchLossEMA(ScoreSource):
     def measure(
         self, loss: torch.Tensor, batch_weights: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        returned, batch_loss = self.measure_scalar(loss, batch_weights)
+        return returned, batch_loss.reshape(1)
+
+    def measure_scalar(
+        self, loss: torch.Tensor, batch_weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`measure` with a 0-d measurement (the batch loss, without autograd).
+
+        ``batch_weights``: the batch's weights, or already their mean as a 0-d tensor (the
+        order route computes every batch's mean weight once per epoch).
+        """
         if batch_weights is None:
             batch_loss = loss.mean()  # a new tensor even for a scalar loss
-            return batch_loss, batch_loss.detach().reshape(1)
+            return batch_loss, batch_loss.data
         # The product is already a new tensor: a scalar loss needs no extra mean() node.
         batch_loss = loss if loss.dim() == 0 else loss.mean()
-        return batch_loss * batch_weights.mean(), batch_loss.detach().reshape(1)
+        mean_weight = batch_weights if batch_weights.dim() == 0 else batch_weights.mean()
+        # ``.data``: the values without autograd, like ``detach()`` but not a dispatched op.
+        return batch_loss * mean_weight, batch_loss.data
 
     def record(
         self, scores: torch.Tensor, indices: torch.Tensor, measurement: torch.Tensor
     ) -> torch.Tensor:
         values = _as_dtype(measurement, scores.dtype)
-        skip = _non_finite(values)
+        skip = non_finite(values)
         flat = indices.reshape(-1)
         old = scores.index_select(0, flat).view(indices.shape)
         # lerp(old, L, 1 - alpha) = alpha * old + (1 - alpha) * L, in one kernel. A repeated
@@ -140,7 +162,7 @@ def _as_dtype(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return values if values.dtype == dtype else values.to(dtype)
 
 
-def _non_finite(values: torch.Tensor) -> torch.Tensor:
+def non_finite(values: torch.Tensor) -> torch.Tensor:
     """``~isfinite(values)`` in two cheap kernels: ``x * 0`` is 0 for finite x, NaN otherwise.
 
     ``torch.isfinite`` is a composite of several kernels; on the per-step path every kernel
