@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy src
-# -n 1: the tests run in one worker process that pytest-xdist replaces if it dies, so a test
+# -n 2: the tests run in two worker processes, each replaced by pytest-xdist if it dies, so a test
 # that crashes the interpreter (a native kernel's abort or segfault) fails alone, named, and
 # the summary still prints.
-python -m pytest -q -n 1 -m "not vision" "$@"
+python -m pytest -q -n 2 -m "not vision" "$@"
 python -m pytest -q --doctest-modules src/bls   # the docstring examples

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from _hf_setup import RecordingTrainer, TokenData, tiny_bert, training_arguments
 
 from bls import BLS, InfoBatch
+from bls.integrations.hf import STATE_FILE
 
 N, ALPHA = 72, 0.6
 
@@ -24,7 +25,11 @@ def main(out_dir: Path) -> None:
     handler = BLS(InfoBatch(data, num_epochs=4, prune_ratio=0.5), alpha=ALPHA).proxy()
     trainer = RecordingTrainer(
         model=tiny_bert(),
-        args=training_arguments(str(out_dir / "run"), ddp_backend="gloo"),
+        # A checkpoint at step 3, inside epoch 0: every rank's on_save gathers the deferred
+        # losses into the handler's state, and rank 0 writes it.
+        args=training_arguments(
+            str(out_dir / "run"), ddp_backend="gloo", save_strategy="steps", save_steps=3
+        ),
         train_dataset=handler,
     )
     trainer.train()
@@ -42,6 +47,7 @@ def main(out_dir: Path) -> None:
             ),
             "scores": handler.scores.cpu(),
             "history": handler.history,
+            "saved": sorted(p.parent.name for p in (out_dir / "run").glob(f"*/{STATE_FILE}")),
         },
         out_dir / f"rank{rank}.pt",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 from fake_data import write_cifar, write_image_folder
 
-from bls.app.cli import main
+from bls.app.cli import COMMANDS, DEMO_METHODS, build_parser, main
+from bls.app.train import RunConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,8 +78,9 @@ def test_demo_small_budget_end_to_end(tmp_path: Path) -> None:
         # The table shows the same numbers as the JSON.
         assert f"{100 * run['test_accuracy']:.2f}%" in rows[method]
         assert f"{100 * run['saved_ratio']:.1f}%" in rows[method]
-        if method != "Full":
-            assert run["saved_ratio"] > 0.0
+        if method != "Full":  # one equal budget: the demo's default --target-saving
+            assert run["saved_ratio"] == pytest.approx(0.25, abs=0.01)
+            assert "t=0.25" in rows[method]
     png = (out / "results.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
     from PIL import Image
@@ -158,6 +161,25 @@ def test_train_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     document = _check_train_result(tmp_path, "BLS_InfoBatch", 2)
     assert document["runs"][0]["config"]["alpha"] == 0.8  # type: ignore[index]
     assert document["model"] == "mlp"
+
+
+def test_train_with_a_target_saving(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "--method", "SeTa", "--target-saving", "0.3", "--epochs", "8"]
+    code, _, err = _run([*argv, "--model", "mlp", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    document = _check_train_result(tmp_path, "SeTa", 8)
+    run = document["runs"][0]  # type: ignore[index]
+    assert run["config"]["target_saving"] == 0.3
+    assert run["saved_ratio"] == pytest.approx(0.3, abs=0.01)
+
+
+def test_demo_refuses_a_prune_ratio_with_a_target_saving(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["demo", "--prune-ratio", "0.5", "--target-saving", "0.2", "--out", str(tmp_path)]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "--prune-ratio: not allowed with --target-saving" in err
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
@@ -275,6 +297,100 @@ def test_missing_data_says_where_it_looked(
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run([], capsys)
     assert code == 2 and "demo" in out and "train" in out
+
+
+def test_no_command_lists_the_commands_and_ends_with_a_one_line_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run([], capsys)
+    assert code == 2
+    assert out.startswith("usage: bls-prune ")
+    for name, summary in COMMANDS.items():
+        assert re.search(rf"^  {name} +{re.escape(summary)}$", out, re.MULTILINE), out
+    assert err.count("\n") == 1 and err.startswith("bls-prune: error: no command given"), err
+    assert "'bls-prune demo'" in err and "'bls-prune COMMAND --help'" in err
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """``bls-prune`` and each of its subcommands' parsers, by command line."""
+    parser = build_parser()
+    parsers = {"bls-prune": parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                parsers[f"bls-prune {name}"] = sub
+    return parsers
+
+
+def test_every_command_is_listed() -> None:
+    assert list(_parsers()) == ["bls-prune", *(f"bls-prune {name}" for name in COMMANDS)]
+
+
+def _help_entries(text: str) -> list[str]:
+    """Each flag's entry of a ``--help`` text (its flag line and the lines of help under it)."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            entries.append(line.strip())
+        elif entries and line.startswith("    "):
+            entries[-1] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", list(_parsers()))
+def test_every_flag_has_help_and_its_default_is_shown(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per flag, so a flag's entry is easy to find
+    parser = _parsers()[command]
+    text = parser.format_help()
+    for action in parser._actions:
+        name = action.option_strings[-1] if action.option_strings else action.dest
+        assert action.help and action.help != argparse.SUPPRESS, f"{command} {name}: no help"
+        if not action.option_strings or isinstance(
+            action, argparse._HelpAction | argparse._VersionAction
+        ):
+            continue
+        [entry] = [e for e in _help_entries(text) if e.startswith((name + " ", name + ","))]
+        assert "(default: " in entry, f"{command} {name}: the help does not show its default"
+        if action.default not in (None, argparse.SUPPRESS) and action.nargs != 0:
+            assert f"(default: {action.default})" in entry, entry
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["demo", "--help"], ["--budget {full,small}", "(default: full)", "(default: 0.7)"]),
+        (
+            ["train", "--help"],
+            ["--method M", "(default: BLS_InfoBatch)", "(default: 10)", "(default: digits)"],
+        ),
+        (["--help"], ["{demo,train}", "demo ", "train "]),
+    ],
+)
+def test_help_exits_zero_and_shows_defaults(
+    argv: list[str],
+    expected: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = _run(argv, capsys)
+    assert code == 0 and err == ""
+    for text in expected:
+        assert text in out, text
+
+
+def test_demo_and_train_help_state_their_own_seta_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    parsers = _parsers()
+    seta = DEMO_METHODS["SeTa"]
+    demo, train = parsers["bls-prune demo"].format_help(), parsers["bls-prune train"].format_help()
+    assert f"(default: {seta['num_group']}, as in the demo's SeTa runs)" in demo
+    assert f"(default: {RunConfig.num_group})" in train
+    assert f"(default: {RunConfig.window_scale:g})" in train
 
 
 def _train_image_folder(root: Path, tmp_path: Path, *extra: str) -> list[str]:

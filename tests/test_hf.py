@@ -10,24 +10,39 @@ Trainer checkpoint reproduces the next epoch's sample list.
 
 from __future__ import annotations
 
+import inspect
+import logging
+import math
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import transformers
 from _hf_setup import RecordingTrainer, TokenData, tiny_bert, training_arguments
 from _launch import run_two_ranks
 from _replay import bls_replay
 from accelerate.data_loader import prepare_data_loader
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from torch.utils.data import DataLoader
+from transformers import Trainer
 
 import bls.epochs
 import bls.sampler
 from bls import BLS, InfoBatch
-from bls.integrations.hf import STATE_FILE, PruningTrainer
+from bls.integrations.hf import (
+    STATE_FILE,
+    TESTED_TRANSFORMERS,
+    TRAINER_PRIVATE_API,
+    PruningTrainer,
+)
 
 ALPHA = 0.6
 TESTS = Path(__file__).parent
+PYPROJECT = TESTS.parent / "pyproject.toml"
 
 
 def _handler(n: int, **options: object) -> InfoBatch:
@@ -96,6 +111,41 @@ def test_resume_from_trainer_checkpoint_gives_the_same_next_epoch(tmp_path: Path
     assert resumed.handler.history == first.handler.history
 
 
+def test_resume_from_a_checkpoint_inside_an_epoch_continues_it_exactly(tmp_path: Path) -> None:
+    n = 64  # 8 batches in epoch 0: the checkpoint at step 4 is inside it
+    first = RecordingTrainer(
+        model=tiny_bert(),
+        args=training_arguments(str(tmp_path), save_strategy="steps", save_steps=4),
+        train_dataset=_handler(n),
+    )
+    first.train()
+    inside = tmp_path / "checkpoint-4"
+    saved = torch.load(inside / STATE_FILE, weights_only=True)
+    assert (saved["epoch"], saved["epoch_finished"], saved["updates"]) == (0, False, 4)
+
+    resumed = RecordingTrainer(
+        model=tiny_bert(seed=7),
+        args=training_arguments(str(tmp_path / "resumed"), save_strategy="no"),
+        train_dataset=_handler(n),
+    )
+    resumed.train(resume_from_checkpoint=str(inside))
+    # The rest of epoch 0, not a new epoch 1: the batches after the first 4, then the same
+    # epochs as the uninterrupted run.
+    assert _epoch_ids(resumed.micro_batches, 0) == _epoch_ids(first.micro_batches, 0)[4 * 8 :]
+    for epoch in (1, 2):
+        assert _epoch_ids(resumed.micro_batches, epoch) == _epoch_ids(first.micro_batches, epoch)
+    assert resumed.handler.history == first.handler.history
+    assert resumed.state.global_step == first.state.global_step
+
+    refused = RecordingTrainer(
+        model=tiny_bert(),
+        args=training_arguments(str(tmp_path / "refused"), ignore_data_skip=True),
+        train_dataset=_handler(n),
+    )
+    with pytest.raises(ValueError, match="saved inside epoch 0, after 4 batches; with ignore"):
+        refused.train(resume_from_checkpoint=str(inside))
+
+
 def test_accelerate_sharding_deals_the_global_plan_to_the_ranks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -145,6 +195,7 @@ def test_trainer_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
     ranks = run_two_ranks([*torchrun, "2", str(TESTS / "_hf_ddp.py")], tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2]
+    assert "checkpoint-3" in ranks[0]["saved"]  # mid-epoch, and no rank waited for another
     assert all(r["rows_match"] for r in ranks)  # every index belongs to its own sample
     history = ranks[0]["history"]
     assert ranks[1]["history"] == history and history[1]["kept"] < 72
@@ -173,3 +224,221 @@ def test_rejects_a_plain_dataset(tmp_path: Path) -> None:
         PruningTrainer(
             model=tiny_bert(), args=training_arguments(str(tmp_path)), train_dataset=TokenData(8)
         )
+
+
+# ---------------------------------------------------------------------- the private Trainer API
+@pytest.mark.parametrize("name", sorted(TRAINER_PRIVATE_API))
+def test_private_trainer_methods_have_the_signatures_the_integration_was_written_for(
+    name: str,
+) -> None:
+    """Fails when the installed transformers changed a private method PruningTrainer relies on.
+
+    Then read the new ``Trainer.<name>``, adapt the override in bls/integrations/hf.py and
+    update TRAINER_PRIVATE_API (and the ``hf`` extra's range) to what was tested.
+    """
+    installed = tuple(inspect.signature(getattr(Trainer, name)).parameters)
+    assert installed == TRAINER_PRIVATE_API[name], (
+        f"transformers {transformers.__version__} changed Trainer.{name}: parameters "
+        f"{installed}, PruningTrainer was written against {TRAINER_PRIVATE_API[name]}"
+    )
+
+
+def test_every_private_trainer_method_overridden_is_listed() -> None:
+    overridden = {
+        name
+        for name in vars(PruningTrainer)
+        if name.startswith("_") and not name.startswith("__") and hasattr(Trainer, name)
+    }
+    assert overridden <= set(TRAINER_PRIVATE_API), overridden - set(TRAINER_PRIVATE_API)
+
+
+def test_hf_extra_declares_the_tested_range_and_the_installed_versions_are_in_it() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extra = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]["hf"]
+    requirements = {Requirement(text).name: Requirement(text) for text in extra}
+    assert requirements["transformers"].specifier == SpecifierSet(TESTED_TRANSFORMERS)
+    import accelerate
+
+    for name, version in (
+        ("transformers", transformers.__version__),
+        ("accelerate", accelerate.__version__),
+    ):
+        assert requirements[name].specifier.contains(version), (name, version)
+
+
+@pytest.fixture
+def trainer(tmp_path: Path) -> PruningTrainer:
+    return PruningTrainer(
+        model=tiny_bert(),
+        args=training_arguments(str(tmp_path), gradient_accumulation_steps=3),
+        train_dataset=_handler(40),
+    )
+
+
+def _spy_on(monkeypatch: pytest.MonkeyPatch, name: str, result: Any = None) -> list[dict]:
+    """Replace ``Trainer.<name>`` by a stand-in of the same signature that records its arguments."""
+    original = getattr(Trainer, name)
+    calls: list[dict] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(dict(inspect.signature(original).bind(*args, **kwargs).arguments))
+        return result
+
+    spy.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
+    monkeypatch.setattr(Trainer, name, spy)
+    return calls
+
+
+def test_a_missing_private_parameter_fails_when_the_trainer_is_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def renamed(self: Any, model: Any, epoch: Any, loader: Any, **rest: Any) -> None: ...
+
+    monkeypatch.setattr(Trainer, "_run_epoch", renamed)
+    with pytest.raises(
+        RuntimeError,
+        match=r"Trainer\._run_epoch\(.*\) .*has no parameter 'train_dataloader', "
+        r"'steps_in_epoch', 'num_update_steps_per_epoch'.*tested with transformers>=5\.24",
+    ):
+        PruningTrainer(
+            model=tiny_bert(), args=training_arguments(str(tmp_path)), train_dataset=_handler(8)
+        )
+
+
+class _Loader:
+    """A stand-in training loader: ``set_epoch`` decides the plan, ``len`` counts its batches."""
+
+    def __init__(self, handler: Any, batch_size: int = 8) -> None:
+        self.handler, self.batch_size, self.epochs = handler, batch_size, []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+        self.handler.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.handler.sampler) / self.batch_size)
+
+
+@pytest.mark.parametrize("style", ["keywords", "positions"])
+def test_run_epoch_sizes_the_epoch_from_its_plan_however_the_arguments_come(
+    style: str, trainer: PruningTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _spy_on(monkeypatch, "_run_epoch")
+    loader = _Loader(trainer.handler)
+    values = {
+        "model": trainer.model,
+        "epoch": 0,
+        "train_dataloader": loader,
+        "steps_in_epoch": 999,  # the Trainer's full-epoch count, to be replaced
+        "num_update_steps_per_epoch": 333,
+        "trial": None,
+        "ignore_keys_for_eval": None,
+        "start_time": 0.0,
+        "resume_from_checkpoint": None,
+        "epochs_trained": 0,
+        "steps_trained_in_current_epoch": 0,
+    }
+    if style == "keywords":
+        trainer._run_epoch(**values)
+    else:
+        trainer._run_epoch(*values.values())
+    [call] = calls
+    assert loader.epochs == [0] and call["epoch"] == 0 and call["train_dataloader"] is loader
+    assert call["steps_in_epoch"] == len(loader) == 5  # 40 samples, batches of 8
+    assert call["num_update_steps_per_epoch"] == 2  # ceil(5 / 3 accumulation steps)
+    assert call["start_time"] == 0.0 and call["model"] is trainer.model
+
+
+def test_run_epoch_refuses_a_loader_without_set_epoch(
+    trainer: PruningTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _spy_on(monkeypatch, "_run_epoch")
+    with pytest.raises(TypeError, match=r"training loader \(list\) has no set_epoch\(\)"):
+        trainer._run_epoch(
+            model=trainer.model,
+            epoch=0,
+            train_dataloader=[],
+            steps_in_epoch=1,
+            num_update_steps_per_epoch=1,
+            trial=None,
+            ignore_keys_for_eval=None,
+            start_time=0.0,
+            resume_from_checkpoint=None,
+            epochs_trained=0,
+            steps_trained_in_current_epoch=0,
+        )
+
+
+@pytest.mark.parametrize("style", ["keywords", "positions"])
+def test_init_training_state_reads_the_checkpoint_however_the_arguments_come(
+    style: str,
+    trainer: PruningTrainer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    calls = _spy_on(monkeypatch, "_init_training_state", result=(2, 6))
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    values = [100, 5, 3, str(folder), None]
+    names = ["max_steps", "num_update_steps_per_epoch", "num_train_epochs"]
+    names += ["resume_from_checkpoint", "trial"]
+    with caplog.at_level(logging.WARNING, logger="bls"):
+        if style == "keywords":
+            result = trainer._init_training_state(**dict(zip(names, values, strict=True)))
+        else:
+            result = trainer._init_training_state(*values)
+    assert calls[0]["resume_from_checkpoint"] == str(folder)
+    assert result == (2, 6)  # no pruning state saved there: the Trainer's own count stands
+    assert f"{folder} has no {STATE_FILE}" in caplog.text
+
+
+def test_a_checkpoint_folder_that_is_not_there_is_an_error_not_a_skip(
+    trainer: PruningTrainer, tmp_path: Path
+) -> None:
+    callbacks = trainer.callback_handler.callbacks
+    [callback] = [c for c in callbacks if type(c).__module__ == "bls.integrations.hf"]
+    trainer.state.global_step = 7
+    folder = tmp_path / "checkpoint-7"
+    with pytest.raises(RuntimeError, match=re.escape(f"{folder} does not exist, so {STATE_FILE}")):
+        trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+    folder.mkdir()
+    trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+    saved = torch.load(folder / STATE_FILE, weights_only=True)
+    assert saved.keys() == trainer.handler.state_dict().keys()
+    assert callback.handler is trainer.handler
+
+
+def test_the_index_column_is_kept_and_a_missing_column_list_is_an_error(
+    trainer: PruningTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer._set_signature_columns_if_needed()
+    assert "index" in trainer._signature_columns and "input_ids" in trainer._signature_columns
+    trainer._signature_columns = None
+    monkeypatch.setattr(Trainer, "_set_signature_columns_if_needed", lambda self: None)
+    with pytest.raises(RuntimeError, match="left _signature_columns as NoneType, not a list"):
+        trainer._set_signature_columns_if_needed()
+
+
+def test_the_sampler_is_the_handlers_and_another_data_set_is_refused(
+    trainer: PruningTrainer,
+) -> None:
+    assert trainer._get_train_sampler(trainer.handler) is trainer.handler.sampler
+    assert trainer._get_train_sampler(train_dataset=trainer.handler) is trainer.handler.sampler
+    assert trainer._get_train_sampler() is trainer.handler.sampler
+    with pytest.raises(ValueError, match=r"sampler of another data set \(TokenData\)"):
+        trainer._get_train_sampler(TokenData(4))
+
+
+def test_a_training_batch_without_indices_is_an_error(trainer: PruningTrainer) -> None:
+    item = TokenData(4)[0]
+    inputs = {
+        "input_ids": item["input_ids"][None],
+        "attention_mask": item["attention_mask"][None],
+        "labels": torch.tensor([item["labels"]]),
+    }
+    model = trainer.model.train()
+    with pytest.raises(RuntimeError, match="a training batch has no 'index' column"):
+        trainer.compute_loss(model, inputs)
+    loss = trainer.compute_loss(model.eval(), inputs)  # evaluation: no indices needed
+    assert loss.ndim == 0

@@ -9,7 +9,8 @@
     image folder.
 
 Bad flags and missing data end with one ``bls-prune: error: ...`` line naming the flag, what
-is allowed and where data was looked for, and exit status 2; never a traceback.
+is allowed and where data was looked for, and exit status 2; never a traceback. ``bls-prune``
+alone lists the commands and ends the same way. ``--help`` shows every flag with its default.
 """
 
 from __future__ import annotations
@@ -55,13 +56,39 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
     "RandomPrune": {"prune_ratio": 0.3},
 }
 DEMO_BUDGETS = {"full": 15, "small": 3}
+# The demo compares methods at one equal budget (the fair comparison): a quarter of the
+# sample visits saved, fixed before training. --prune-ratio switches to per-method ratios.
+DEMO_TARGET = 0.25
+# The commands and their one-line summaries, as ``bls-prune --help`` and ``bls-prune`` list them.
+COMMANDS = {
+    "demo": "compare every method on the embedded digits data (about a minute on a laptop)",
+    "train": "one training run with any method and data set",
+}
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to every flag's help, unless the help already states it.
+
+    Flags whose default is not a plain value (``None`` for "decided later", a switch) say in
+    words what happens without them; the formatter then leaves their help as written.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default is None or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block; one line with the flag is easier to read.
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
@@ -132,11 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dynamic data pruning with Batch Loss Score (BLS), InfoBatch and SeTa.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{demo,train}", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="{" + ",".join(COMMANDS) + "}",
+        parser_class=_Parser,
+        help=f"the command to run; '{PROG} COMMAND --help' lists its flags",
+    )
 
     demo = commands.add_parser(
         "demo",
-        help="compare every method on the embedded digits data (about a minute on a laptop)",
+        help=COMMANDS["demo"],
         description="Train a small CNN on scikit-learn's 8x8 digits with full data and with "
         "every pruning method; print a table and write results.json and results.png.",
     )
@@ -144,91 +176,203 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         choices=sorted(DEMO_BUDGETS),
         default="full",
-        help="full: 15 epochs per run; small: 3 epochs (a quick smoke run)",
+        help=f"full: {DEMO_BUDGETS['full']} epochs per run; small: {DEMO_BUDGETS['small']} "
+        "epochs (a quick smoke run)",
     )
-    demo.add_argument("--epochs", type=_integer(1), help="epochs per run (overrides --budget)")
+    demo.add_argument(
+        "--epochs",
+        metavar="N",
+        type=_integer(1),
+        help="epochs per run, overrides --budget (default: as --budget says)",
+    )
     demo.add_argument(
         "--methods",
+        metavar="M",
         type=_method,
         nargs="+",
         help=f"methods to compare (default: {' '.join(DEMO_METHODS)}); Full is always run",
     )
     demo.add_argument(
         "--prune-ratio",
+        metavar="R",
         type=_fraction(upper_inclusive=False),
-        help="one prune ratio for every method (default: per method, see the table)",
+        help="one prune ratio for every method, instead of the equal budget of "
+        "--target-saving (default: none, the budget applies)",
     )
-    _common(demo, default_threads=1)
+    demo.add_argument(
+        "--target-saving",
+        metavar="T",
+        type=_fraction(upper_inclusive=False),
+        help=f"compare every pruning method at this one saved share of sample visits, fixed "
+        f"before training: the fair comparison (default: {DEMO_TARGET}, unless --prune-ratio "
+        "is given)",
+    )
+    seta = DEMO_METHODS["SeTa"]
+    _common(
+        demo,
+        default_threads=1,
+        threads_default_text="1",
+        seta_defaults=(
+            f"{seta['num_group']}, as in the demo's SeTa runs",
+            f"{seta['window_scale']:g}, as in the demo's SeTa runs",
+        ),
+    )
 
     run = commands.add_parser(
         "train",
-        help="one training run with any method and data set",
+        help=COMMANDS["train"],
         description="One training run; prints the result and writes results.json and "
         "results.png into --out.",
     )
-    run.add_argument("--method", type=_method, default="BLS_InfoBatch", help=", ".join(CLI_METHODS))
-    run.add_argument("--prune-ratio", type=_fraction(upper_inclusive=False), default=0.5)
-    run.add_argument("--epochs", type=_integer(1), default=10)
-    run.add_argument("--data", choices=DATA_SOURCES, default="digits")
+    run.add_argument(
+        "--method",
+        metavar="M",
+        type=_method,
+        default="BLS_InfoBatch",
+        help=f"the pruning method, in any case: {', '.join(CLI_METHODS)}",
+    )
+    run.add_argument(
+        "--prune-ratio",
+        metavar="R",
+        type=_fraction(upper_inclusive=False),
+        default=0.5,
+        help="the method's prune ratio, in [0, 1) (InfoBatch: the share of the well-learned "
+        "samples skipped in each pruning epoch)",
+    )
+    run.add_argument(
+        "--target-saving",
+        metavar="T",
+        type=_fraction(upper_inclusive=False),
+        help="budget-first pruning: the run's saved share of sample visits, in [0, 1), fixed "
+        "before training, in place of --prune-ratio (InfoBatch, SeTa, Random and their BLS "
+        "forms) (default: none, --prune-ratio applies)",
+    )
+    run.add_argument("--epochs", metavar="N", type=_integer(1), default=10, help="training epochs")
+    run.add_argument(
+        "--data",
+        choices=DATA_SOURCES,
+        default="digits",
+        help="digits: scikit-learn's embedded 8x8 digits (no --data-path); cifar10, cifar100, "
+        "imagefolder: read from --data-path",
+    )
     run.add_argument(
         "--data-path",
+        metavar="DIR",
         type=Path,
         help="cifar10/cifar100: the folder holding cifar-10-batches-py or cifar-100-python; "
-        "imagefolder: the folder holding train/<class>/ and val/<class>/",
+        "imagefolder: the folder holding train/<class>/ and val/<class>/ "
+        "(default: none; digits needs none)",
     )
-    run.add_argument("--model", choices=MODEL_NAMES, default="cnn")
-    run.add_argument("--image-size", type=_integer(4), default=32, help="imagefolder only")
-    run.add_argument("--batch-size", type=_integer(1), default=64)
-    run.add_argument("--lr", type=_positive, default=0.05, help="peak one-cycle learning rate")
-    run.add_argument("--label-smoothing", type=_fraction(upper_inclusive=False), default=0.0)
-    run.add_argument("--workers", type=_integer(0), default=0, help="DataLoader workers")
+    run.add_argument("--model", choices=MODEL_NAMES, default="cnn", help="the network to train")
+    run.add_argument(
+        "--image-size",
+        metavar="PX",
+        type=_integer(4),
+        default=32,
+        help="imagefolder only: images are resized to this many pixels per side",
+    )
+    run.add_argument(
+        "--batch-size", metavar="B", type=_integer(1), default=64, help="samples per batch"
+    )
+    run.add_argument(
+        "--lr", metavar="LR", type=_positive, default=0.05, help="peak one-cycle learning rate"
+    )
+    run.add_argument(
+        "--label-smoothing",
+        metavar="LS",
+        type=_fraction(upper_inclusive=False),
+        default=0.0,
+        help="label smoothing of the cross-entropy loss, in [0, 1)",
+    )
+    run.add_argument(
+        "--workers", metavar="W", type=_integer(0), default=0, help="DataLoader worker processes"
+    )
     run.add_argument(
         "--no-image-check",
         dest="check_images",
         action="store_false",
         help="imagefolder: skip opening every image before training (unreadable files then "
-        "stop the run when they are read)",
+        "stop the run when they are read) (default: every image is checked)",
     )
-    _common(run, default_threads=None)
+    _common(
+        run,
+        default_threads=None,
+        threads_default_text="1 for --data digits, torch's choice otherwise",
+        seta_defaults=(str(RunConfig.num_group), f"{RunConfig.window_scale:g}"),
+    )
     return parser
 
 
-def _common(parser: argparse.ArgumentParser, *, default_threads: int | None) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    *,
+    default_threads: int | None,
+    threads_default_text: str,
+    seta_defaults: tuple[str, str],
+) -> None:
+    """The flags both commands take; the texts say the command's own defaults."""
+    seta_groups, seta_window = seta_defaults
     parser.add_argument(
-        "--alpha", type=_fraction(upper_inclusive=False), default=0.7, help="BLS EMA factor"
+        "--alpha",
+        metavar="A",
+        type=_fraction(upper_inclusive=False),
+        default=0.7,
+        help="BLS methods: weight of the old score in the moving average, in [0, 1)",
     )
     parser.add_argument(
         "--delta",
+        metavar="D",
         type=_fraction(upper_inclusive=True),
         default=0.875,
-        help="share of epochs that prune; the rest anneal on full data",
+        help="share of epochs that prune, in [0, 1]; the rest anneal on full data",
     )
-    parser.add_argument("--num-group", type=_integer(1), default=None, help="SeTa groups")
+    parser.add_argument(
+        "--num-group",
+        metavar="G",
+        type=_integer(1),
+        default=None,
+        help=f"SeTa methods: number of loss groups (default: {seta_groups})",
+    )
     parser.add_argument(
         "--window-scale",
+        metavar="W",
         type=_fraction(upper_inclusive=True, lower_inclusive=False),
         default=None,
-        help="SeTa window share of the groups",
+        help="SeTa methods: share of the groups in the sliding window, in (0, 1] "
+        f"(default: {seta_window})",
     )
-    parser.add_argument("--seed", type=_integer(0), default=0)
+    parser.add_argument(
+        "--seed",
+        metavar="S",
+        type=_integer(0),
+        default=0,
+        help="seed of the model, the data and the pruning",
+    )
     parser.add_argument(
         "--out",
+        metavar="DIR",
         type=Path,
         default=None,
         help="output folder (default: a new folder under ./bls-prune-results/)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument(
+        "--device",
+        metavar="DEVICE",
+        default=None,
+        help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)",
+    )
     parser.add_argument(
         "--threads",
+        metavar="N",
         type=_integer(1),
         default=default_threads,
-        help="CPU threads for torch (default: 1 for the demo, torch's default otherwise)",
+        help=f"CPU threads for torch (default: {threads_default_text})",
     )
     parser.add_argument(
         "--progress",
         choices=("auto", "bar", "lines"),
         default="auto",
-        help="auto: tqdm bars on a terminal, one line per run otherwise",
+        help="bar: tqdm bars; lines: one line per run; auto: bars on a terminal, lines otherwise",
     )
 
 
@@ -324,7 +468,7 @@ def _setting(cfg: RunConfig) -> str:
     method = lookup_method(cfg.method)
     if method.handler_class is Full:
         return "-"
-    text = f"r={cfg.prune_ratio:g}"
+    text = f"r={cfg.prune_ratio:g}" if cfg.target_saving is None else f"t={cfg.target_saving:g}"
     if method.handler_class is SeTa:
         text += f" g={cfg.num_group} w={cfg.window_scale:g}"
     if method.bls:
@@ -467,11 +611,18 @@ def _warm_up(data: tuple[Any, Any, DataInfo], setup: _Setup) -> None:
 def _demo(args: argparse.Namespace) -> int:
     epochs = args.epochs or DEMO_BUDGETS[args.budget]
     methods = ["Full", *[m for m in (args.methods or DEMO_METHODS) if m != "Full"]]
+    target = args.target_saving
+    if target is None and args.prune_ratio is None:
+        target = DEMO_TARGET
+    if target is not None and args.prune_ratio is not None:
+        raise CliError("argument --prune-ratio: not allowed with --target-saving (give one)")
     configs = []
     for method in methods:
         settings = dict(DEMO_METHODS.get(method, {"prune_ratio": 0.5}))
         if args.prune_ratio is not None and method != "Full":
             settings["prune_ratio"] = args.prune_ratio
+        if target is not None and method != "Full":
+            settings["target_saving"] = target
         configs.append(_config(args, method, epochs=epochs, batch_size=64, lr=0.05, **settings))
     setup = _setup(args, "demo")
     data = _load("digits", None, 8, args.seed)
@@ -506,6 +657,7 @@ def _train(args: argparse.Namespace) -> int:
         args,
         args.method,
         prune_ratio=args.prune_ratio,
+        target_saving=args.target_saving,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -533,6 +685,7 @@ def _train(args: argparse.Namespace) -> int:
 
 _FLAG_OF = {
     "prune_ratio": "--prune-ratio",
+    "target_saving": "--target-saving",
     "alpha": "--alpha",
     "delta": "--delta",
     "num_group": "--num-group",
@@ -568,7 +721,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        _say(parser.format_usage().rstrip(), "", "commands:", sep="\n")
+        width = max(map(len, COMMANDS))
+        for name, summary in COMMANDS.items():
+            _say(f"  {name.ljust(width)}  {summary}")
+        _say(
+            f"{PROG}: error: no command given; try '{PROG} demo', or '{PROG} COMMAND --help'",
+            file=sys.stderr,
+        )
         return 2
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

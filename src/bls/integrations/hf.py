@@ -29,14 +29,25 @@ Why it is a subclass, and what each override is for:
   lets the Trainer divide by the accumulation steps (the Trainer's behaviour before
   transformers 4.46; with token-level losses of varying length the accumulated gradient
   weighs micro-batches equally rather than tokens equally).
-* The pruning state is saved as ``bls_pruning.pt`` in every checkpoint folder, and
-  ``trainer.train(resume_from_checkpoint=...)`` restores it and resumes with the epoch after
-  the last completed one: pruned epochs differ in length, so the Trainer's own count
-  (``global_step // steps_per_epoch``) would name the wrong epoch. Save at epoch ends
-  (``save_strategy="epoch"``) for an exact resume; a checkpoint from the middle of an epoch
-  restarts that epoch with a plan decided from the scores saved with it.
+* The pruning state is saved as ``bls_pruning.pt`` in every checkpoint folder (a
+  ``TrainerCallback``'s ``on_save``), and ``trainer.train(resume_from_checkpoint=...)``
+  restores it and resumes with the epoch after the last completed one: pruned epochs differ in
+  length, so the Trainer's own count (``global_step // steps_per_epoch``) would name the wrong
+  epoch. A checkpoint from inside an epoch resumes that epoch where it stopped: the Trainer
+  skips the batches already trained (Accelerate's ``skip_first_batches``) and the handler
+  replays the same plan under the skip (``ignore_data_skip=True`` is refused there).
 * The Trainer sizes every epoch like the first, full one; each epoch is sized again from its
   own plan, so a shorter epoch's last group of micro-batches still ends in an optimizer step.
+
+Public hooks first: the handler's epoch is closed in ``on_epoch_end`` and its state saved in
+``on_save``. Four things have no public hook and override private ``Trainer`` methods: the
+sampler (``_get_train_sampler``), the kept index column (``_set_signature_columns_if_needed``),
+the epoch's length (``_run_epoch``) and the resumed epoch (``_init_training_state``).
+:data:`TRAINER_PRIVATE_API` lists them with the parameter names of the transformers they were
+written against (:data:`TESTED_TRANSFORMERS`); every override binds the Trainer's arguments to
+the installed signature, so positional and keyword calls both work, and ``PruningTrainer()``
+raises ``RuntimeError`` when a parameter it reads is missing. Nothing is skipped silently: an
+unexpected loader, folder or column ends in an error that names it.
 
 Limits: the learning-rate schedule is sized before training from full epochs; pruned epochs
 take fewer optimizer steps, so a decaying schedule does not reach its final value (pass a
@@ -45,12 +56,16 @@ scheduler of your own through ``optimizers=`` if that matters).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
+import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
 try:
+    import transformers
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -62,12 +77,100 @@ import torch
 
 from bls.handler import PruningDataset
 
-__all__ = ["STATE_FILE", "PruningTrainer"]
+__all__ = ["STATE_FILE", "TESTED_TRANSFORMERS", "TRAINER_PRIVATE_API", "PruningTrainer"]
 
 logger = logging.getLogger("bls")
 
 #: File name of the pruning state inside each Trainer checkpoint folder.
 STATE_FILE = "bls_pruning.pt"
+
+#: The transformers versions the integration is tested with (the ``hf`` extra of bls-prune).
+TESTED_TRANSFORMERS = ">=5.24,<6"
+
+#: The private ``Trainer`` methods PruningTrainer overrides (``_get_output_dir`` it only calls),
+#: each with its parameter names in the transformers it was written against (5.24 and 5.25).
+#: ``tests/test_hf.py`` compares them with the installed transformers.
+TRAINER_PRIVATE_API: dict[str, tuple[str, ...]] = {
+    "_get_train_sampler": ("self", "train_dataset"),
+    "_set_signature_columns_if_needed": ("self",),
+    "_run_epoch": (
+        "self",
+        "model",
+        "epoch",
+        "train_dataloader",
+        "steps_in_epoch",
+        "num_update_steps_per_epoch",
+        "trial",
+        "ignore_keys_for_eval",
+        "start_time",
+        "resume_from_checkpoint",
+        "epochs_trained",
+        "steps_trained_in_current_epoch",
+    ),
+    "_init_training_state": (
+        "self",
+        "max_steps",
+        "num_update_steps_per_epoch",
+        "num_train_epochs",
+        "resume_from_checkpoint",
+        "trial",
+    ),
+    "_get_output_dir": ("self", "trial"),
+}
+
+# The parameters each override reads or replaces: these must exist in the installed Trainer.
+_READS: dict[str, tuple[str, ...]] = {
+    "_get_train_sampler": ("train_dataset",),
+    "_set_signature_columns_if_needed": (),
+    "_run_epoch": ("epoch", "train_dataloader", "steps_in_epoch", "num_update_steps_per_epoch"),
+    "_init_training_state": ("resume_from_checkpoint",),
+    "_get_output_dir": ("trial",),
+}
+
+
+def _unsupported(what: str) -> str:
+    return (
+        f"{what}; bls.integrations.hf is tested with transformers{TESTED_TRANSFORMERS}, "
+        f"this is transformers {transformers.__version__} (pip install 'bls-prune[hf]')"
+    )
+
+
+def _trainer_signature(name: str) -> inspect.Signature:
+    """The installed ``Trainer.<name>``'s signature, checked for the parameters bls-prune reads."""
+    method = getattr(Trainer, name, None)
+    if not callable(method):
+        raise RuntimeError(_unsupported(f"transformers.Trainer has no method {name}()"))
+    signature = inspect.signature(method)
+    missing = [p for p in _READS[name] if p not in signature.parameters]
+    if missing:
+        raise RuntimeError(
+            _unsupported(
+                f"Trainer.{name}{signature} has no parameter {', '.join(map(repr, missing))}, "
+                "which PruningTrainer reads"
+            )
+        )
+    return signature
+
+
+def _bind(
+    name: str, trainer: Trainer, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> inspect.BoundArguments:
+    """The arguments of a call of ``Trainer.<name>`` by parameter name, positional or not."""
+    try:
+        bound = _trainer_signature(name).bind(trainer, *args, **kwargs)
+    except TypeError as error:
+        raise RuntimeError(
+            _unsupported(
+                f"Trainer.{name}() was called with arguments its signature rejects: {error}"
+            )
+        ) from None
+    bound.apply_defaults()
+    return bound
+
+
+def _call_parent(method: Callable[..., Any], bound: inspect.BoundArguments) -> Any:
+    """Call ``method`` (``super().<name>``, bound to the trainer) with the ``bound`` arguments."""
+    return method(*bound.args[1:], **bound.kwargs)
 
 
 class PruningTrainer(Trainer):
@@ -80,6 +183,12 @@ class PruningTrainer(Trainer):
     Attributes:
         handler: the pruning dataset (the same object as ``train_dataset``).
 
+    Raises:
+        TypeError: ``train_dataset`` is not a pruning dataset.
+        ValueError: the handler was already iterated without indices.
+        RuntimeError: the installed transformers lacks a private ``Trainer`` parameter the
+            integration reads (see :data:`TRAINER_PRIVATE_API`).
+
     Example:
         >>> from bls import BLS, InfoBatch
         >>> from bls.integrations.hf import PruningTrainer
@@ -88,6 +197,8 @@ class PruningTrainer(Trainer):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for name in TRAINER_PRIVATE_API:  # fail here, not in the middle of training
+            _trainer_signature(name)
         super().__init__(*args, **kwargs)
         handler = self.train_dataset
         if not isinstance(handler, PruningDataset):
@@ -107,16 +218,32 @@ class PruningTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         if hasattr(self, "loss_is_scaled_for_ga"):
             self.loss_is_scaled_for_ga = False
-        self.add_callback(_CloseEpoch(handler))
+        self.add_callback(_PruningCallback(self))
 
     # ------------------------------------------------------------------ data
-    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int]:
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> torch.utils.data.Sampler[int]:
+        dataset = _bind("_get_train_sampler", self, args, kwargs).arguments["train_dataset"]
+        if dataset is not None and dataset is not self.handler:
+            raise ValueError(
+                f"train_dataset: PruningTrainer samples its handler, but the Trainer asked for a "
+                f"sampler of another data set ({type(dataset).__name__}); do not replace "
+                "trainer.train_dataset after building the trainer"
+            )
         return self.handler.sampler
 
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        columns = self._signature_columns
-        if columns is not None and self.handler.index_key not in columns:
+    def _set_signature_columns_if_needed(self, *args: Any, **kwargs: Any) -> None:
+        bound = _bind("_set_signature_columns_if_needed", self, args, kwargs)
+        _call_parent(super()._set_signature_columns_if_needed, bound)
+        columns = getattr(self, "_signature_columns", None)
+        if not isinstance(columns, list):
+            raise RuntimeError(
+                _unsupported(
+                    "Trainer._set_signature_columns_if_needed() left _signature_columns as "
+                    f"{type(columns).__name__}, not a list, so the handler's "
+                    f"{self.handler.index_key!r} column cannot be kept"
+                )
+            )
+        if self.handler.index_key not in columns:
             columns.append(self.handler.index_key)
 
     # ------------------------------------------------------------------ loss
@@ -127,14 +254,24 @@ class PruningTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """The Trainer's loss of one micro-batch, recorded by the handler and weighted by it."""
+        """The Trainer's loss of one micro-batch, recorded by the handler and weighted by it.
+
+        Raises:
+            RuntimeError: a training batch came without the handler's index column (a data
+                collator that drops unknown keys, for example).
+        """
         key = self.handler.index_key
         indices = inputs.get(key)
         if indices is not None:
             inputs = {name: value for name, value in inputs.items() if name != key}
         result = super().compute_loss(model, inputs, return_outputs=return_outputs)
-        if indices is None or not model.training:
-            return result  # evaluation, or a data set other than the handler
+        if not model.training:
+            return result  # evaluation
+        if indices is None:
+            raise RuntimeError(
+                f"a training batch has no {key!r} column (its keys: {sorted(inputs)}); the "
+                "data collator must keep it, as the Trainer's default collators do"
+            )
         if return_outputs:
             loss, outputs = cast(tuple[torch.Tensor, Any], result)
             return self.handler.update(loss, indices=indices), outputs
@@ -145,38 +282,29 @@ class PruningTrainer(Trainer):
         # and size the epoch from it, so that the last group of micro-batches of a shorter
         # epoch still ends in an optimizer step (set_epoch is idempotent; the Trainer calls it
         # again).
-        loader = kwargs.get("train_dataloader")
-        epoch = kwargs.get("epoch")
-        if loader is not None and epoch is not None and hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-            steps_in_epoch = len(loader)
-            kwargs["steps_in_epoch"] = steps_in_epoch
-            accumulation = self.args.gradient_accumulation_steps
-            kwargs["num_update_steps_per_epoch"] = max(1, math.ceil(steps_in_epoch / accumulation))
-        return super()._run_epoch(*args, **kwargs)
+        bound = _bind("_run_epoch", self, args, kwargs)
+        loader, epoch = bound.arguments["train_dataloader"], bound.arguments["epoch"]
+        if not hasattr(loader, "set_epoch"):
+            raise TypeError(
+                _unsupported(
+                    f"the Trainer's training loader ({type(loader).__name__}) has no "
+                    "set_epoch(), so the epoch cannot be sized from its plan"
+                )
+            )
+        loader.set_epoch(epoch)
+        steps_in_epoch = len(loader)
+        accumulation = self.args.gradient_accumulation_steps
+        bound.arguments["steps_in_epoch"] = steps_in_epoch
+        bound.arguments["num_update_steps_per_epoch"] = max(
+            1, math.ceil(steps_in_epoch / accumulation)
+        )
+        return _call_parent(super()._run_epoch, bound)
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        folder = os.path.join(
-            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        )
-        if os.path.isdir(folder):
-            torch.save(self.handler.state_dict(), os.path.join(folder, STATE_FILE))
-
-    def _init_training_state(
-        self,
-        max_steps: int,
-        num_update_steps_per_epoch: int,
-        num_train_epochs: int,
-        resume_from_checkpoint: str | None,
-        trial: Any,
-    ) -> tuple[int, int]:
-        epochs_trained, steps_in_epoch = super()._init_training_state(
-            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
-        )
+    def _init_training_state(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
+        bound = _bind("_init_training_state", self, args, kwargs)
+        epochs_trained, steps_in_epoch = _call_parent(super()._init_training_state, bound)
+        resume_from_checkpoint = bound.arguments["resume_from_checkpoint"]
         if resume_from_checkpoint is None:
             return epochs_trained, steps_in_epoch
         path = os.path.join(resume_from_checkpoint, STATE_FILE)
@@ -188,26 +316,68 @@ class PruningTrainer(Trainer):
             )
             return epochs_trained, steps_in_epoch
         state = torch.load(path, weights_only=True)
-        self.handler.load_state_dict(state)
-        history = state["history"]
-        if not history:
-            return 0, 0
-        if "updates" in history[-1]:  # saved after the epoch's end: continue with the next one
-            return int(state["epoch"]) + 1, 0
-        logger.warning(
-            "checkpoint %s was saved inside epoch %d: that epoch restarts with a plan decided "
-            "from the saved scores (save at epoch ends for an exact resume)",
+        self.handler.load_state_dict(state)  # checks every value first
+        epoch = int(state["epoch"])
+        if epoch < 0 or not state["epoch_started"]:
+            return max(epoch, 0), 0  # nothing trained yet in the saved epoch
+        if state["epoch_finished"]:
+            # Every batch of the epoch was trained (saved at its end, or at its last step just
+            # before it closed): continue with the next one.
+            return epoch + 1, 0
+        # Saved inside the epoch: the Trainer skips the micro-batches already trained
+        # (Accelerate's skip_first_batches) and the handler replays the same plan under it,
+        # checking that the skip matches its own count.
+        trained = int(state["updates"])
+        if self.args.ignore_data_skip:
+            raise ValueError(
+                f"resume_from_checkpoint: {resume_from_checkpoint} was saved inside epoch "
+                f"{epoch}, after {trained} batches; with ignore_data_skip=True the Trainer would "
+                "not skip them and the epoch's plan would not match its steps. Resume with "
+                "ignore_data_skip=False, or from a checkpoint saved at an epoch's end"
+            )
+        logger.info(
+            "%s was saved inside epoch %d: resuming it after its first %d batches",
             resume_from_checkpoint,
-            state["epoch"],
+            epoch,
+            trained,
         )
-        return int(state["epoch"]), 0
+        return epoch, trained
+
+    def _checkpoint_folder(self, global_step: int) -> str:
+        """The folder the Trainer saves the checkpoint of ``global_step`` in.
+
+        ``<output_dir>/checkpoint-<global_step>``, inside the trial's folder during a
+        hyperparameter search, as ``Trainer._save_checkpoint`` names it.
+        """
+        run_dir = self._get_output_dir(trial=getattr(self, "_trial", None))
+        return os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
 
 
-class _CloseEpoch(TrainerCallback):
-    """Closes the handler's epoch when the Trainer's ends, so its checkpoint is complete."""
+class _PruningCallback(TrainerCallback):
+    """Closes the handler's epoch when the Trainer's ends and saves its state in checkpoints."""
 
-    def __init__(self, handler: PruningDataset) -> None:
-        self.handler = handler
+    def __init__(self, trainer: PruningTrainer) -> None:
+        self.handler = trainer.handler
+        self._trainer = weakref.ref(trainer)  # the trainer holds this callback
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.handler.end_epoch()
+        self.handler.end_epoch()  # before the epoch-end checkpoint, so that it is complete
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Every rank runs on_save at the same step: mid-epoch, state_dict() gathers the ranks'
+        # deferred losses, so every rank calls it, and the process that saves writes it.
+        handler_state = self.handler.state_dict()
+        if not args.should_save:
+            return  # another process writes the checkpoint; every rank holds the same state
+        trainer = self._trainer()
+        if trainer is None:
+            raise RuntimeError("the PruningTrainer of this callback no longer exists")
+        folder = trainer._checkpoint_folder(state.global_step)
+        if not os.path.isdir(folder):
+            raise RuntimeError(
+                _unsupported(
+                    f"the Trainer reported a checkpoint at step {state.global_step}, but "
+                    f"{folder} does not exist, so {STATE_FILE} has nowhere to go"
+                )
+            )
+        torch.save(handler_state, os.path.join(folder, STATE_FILE))
