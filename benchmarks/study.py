@@ -3,35 +3,49 @@
 Recipe:
 
 1. Build two tasks in memory (``_study_tasks.py``): the embedded 8x8 digits, and ``noisy16``,
-   a larger 16x16 task with easy/medium/hard samples and 10% label noise.
-2. Train every method (Full, RandomPrune, Static, InfoBatch, SeTa, BLS_InfoBatch, BLS_SeTa) at
-   two prune ratios with several seeds, using :func:`bls.app.train.train`. Each seed starts
-   every method from the same initial weights, so methods are compared seed by seed (paired).
-3. Judge each (task, method, ratio) by a stated rule: the 95% t confidence interval of the
-   paired accuracy difference to Full: *lossless* when its lower end is at least
-   ``-margin`` (non-inferiority, margin 1 percentage point); :func:`verdict` states the rule.
-4. Score diagnostics (:mod:`bls.diagnostics`): after every epoch, the Spearman correlation
-   between the handler's scores and the true per-sample losses, and the overlap of the sets
-   each would prune; a sweep over the BLS EMA factor ``alpha`` and the batch size, without
-   pruning (so only the score changes), against the per-sample score as reference.
-5. Write the runs (JSON), the tables (CSV), the plots (PNG) and ``docs/results.md``.
+   a generated 16x16 task with easy/medium/hard samples and 10% label noise.
+2. Train every method at one **equal saving**: ``RunConfig(target_saving=t)`` fixes the share
+   of sample-steps each run skips (budget-first pruning, ``docs/budget.md``), so methods differ
+   only in *which* samples they skip. The methods: RandomPrune, Static (its ``prune_ratio`` is
+   its saving), InfoBatch and SeTa (per-sample loss), BLS_InfoBatch and BLS_SeTa (batch-loss
+   EMA), BLSres_InfoBatch and BLSres_SeTa (the residual batch-loss score of
+   ``_score_variants.py``, not in the library), and the control *Full, fewer epochs* (all data,
+   ``1 - t`` of the epochs: the same saving without any rule). Several seeds; each seed starts
+   every method from the same initial weights, so methods are compared seed by seed with Full.
+   The default profile also keeps one ``prune_ratio`` setting, where the savings differ.
+3. Judge each method by a stated rule: the 95% t confidence interval of the paired accuracy
+   difference to Full: *lossless* when its lower end is at least ``-margin`` (non-inferiority,
+   margin 1 percentage point); :func:`verdict` states the rule.
+4. Score diagnostics: after every epoch, the Spearman correlation between the handler's scores
+   and the true per-sample losses (:class:`bls.diagnostics.ScoreTracker`); and a sweep without
+   pruning (so the training does not depend on the scores) that scores one run with the EMA at
+   every ``alpha`` and the residual rule at ``eta = 1 - alpha`` side by side, per batch size,
+   against the per-sample loss as reference.
+5. Write the runs (JSON), the tables (CSV), the plots (PNG) and the results page.
 
-Run:  ``python benchmarks/study.py``   (the committed results; about 15 minutes on 2 cores)
+Profiles: ``default`` (15-20 epochs, 5 seeds; ``docs/results.md``) and ``long`` (100 epochs
+and a 20-epoch arm on the same data, smaller noisy16, 3 seeds; ``docs/results_long.md``).
+
+Run:  ``python benchmarks/study.py``                          (default; about 20 min on 2 cores)
+      ``python benchmarks/study.py --profile long --jobs 2``  (long; under 30 min on 2 cores)
       ``python benchmarks/study.py --quick --out /tmp/study --doc /tmp/study/results.md``
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections import defaultdict
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,78 +57,153 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _score_variants import BatchResidual, PanelTracker, ScorePanel
 from _study_tasks import Task, build_task
+from study_report import (
+    SHORT_FULL,
+    TARGET_METHODS,
+    accuracy_table,
+    findings,
+    longest,
+    plot,
+    summarize,
+    summarize_sweep,
+    sweep_table,
+    write_csv,
+    write_report,
+)
 
+import bls.app.train as engine
+from bls import BudgetWarning
 from bls.app.models import SmallCNN, build_model
 from bls.app.train import RunConfig, train
-from bls.diagnostics import ScoreTracker, random_overlap
+from bls.diagnostics import ScoreTracker, spearman
+from bls.scores import BatchLossEMA, ScoreSource
 
 REPO = Path(__file__).resolve().parent.parent
-PRUNING_METHODS = ("RandomPrune", "Static", "InfoBatch", "SeTa", "BLS_InfoBatch", "BLS_SeTa")
-SCORED_METHODS = ("InfoBatch", "SeTa", "BLS_InfoBatch", "BLS_SeTa")
-# The control that asks whether *which* samples are skipped matters at all: Full, trained for
-# fewer epochs (the same one-cycle schedule, compressed), saving 40% of the sample-steps.
-SHORT_SHARE = 0.6
-SHORT_FULL = "Full, 0.6 epochs"
-MARGIN_PP = 1.0  # non-inferiority margin, percentage points of test accuracy
-# two-sided 95% quantiles of Student's t by degrees of freedom (larger df: the next smaller key)
-T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    12: 2.179,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-    60: 2.000,
-}
+SCORED_METHODS = (
+    "InfoBatch",
+    "SeTa",
+    "BLS_InfoBatch",
+    "BLS_SeTa",
+    "BLSres_InfoBatch",
+    "BLSres_SeTa",
+)
 
 
 @dataclass
 class Profile:
-    """Sizes of one study: the full one, or the quick one the test suite runs."""
+    """Sizes of one study.
 
+    Attributes:
+        name: ``default`` or ``long`` (a ``-quick`` suffix for the test's tiny versions).
+        seeds: seeds of the accuracy runs.
+        scale: share of each task's training set.
+        epochs: the run lengths per task; each length is a separate comparison with its own
+            Full baseline.
+        target_saving: the saving every method is held to.
+        methods: methods compared at ``target_saving`` (besides Full and the short control).
+        ratio_methods: methods also run at ``prune_ratio`` (their savings differ); may be empty.
+        prune_ratio: the ratio of ``ratio_methods``.
+        sweep_task, sweep_epochs, sweep_alphas, sweep_batch_sizes, sweep_seeds: the score
+            sweep without pruning (EMA at each alpha, residual at ``eta = 1 - alpha``), at
+            each run length of ``sweep_epochs``.
+        checkpoints: epochs (counted from 1) at which the Spearman-by-epoch tables report.
+        alpha: the BLS EMA factor of the accuracy runs; their residual score uses
+            ``eta = 1 - alpha``.
+    """
+
+    name: str
     seeds: int
-    scale: float  # share of each task's training set
-    epochs: dict[str, int]
-    prune_ratios: tuple[float, ...]
+    scale: dict[str, float]
+    epochs: dict[str, tuple[int, ...]]
+    target_saving: float
+    methods: tuple[str, ...]
+    ratio_methods: tuple[str, ...]
+    prune_ratio: float
     sweep_task: str
+    sweep_epochs: tuple[int, ...]
     sweep_alphas: tuple[float, ...]
     sweep_batch_sizes: tuple[int, ...]
     sweep_seeds: int
+    checkpoints: tuple[int, ...]
     tasks: tuple[str, ...] = ("digits", "noisy16")
     lr: dict[str, float] = field(default_factory=lambda: {"digits": 0.1, "noisy16": 0.05})
     batch_size: int = 64
-    alpha: float = 0.7
+    alpha: float = 0.9
+
+    @property
+    def eta(self) -> float:
+        return round(1.0 - self.alpha, 6)
 
 
-FULL = Profile(
+DEFAULT = Profile(
+    name="default",
     seeds=5,
-    scale=1.0,
-    epochs={"digits": 20, "noisy16": 15},
-    prune_ratios=(0.3, 0.5),
+    scale={"digits": 1.0, "noisy16": 1.0},
+    epochs={"digits": (20,), "noisy16": (15,)},
+    target_saving=0.4,
+    methods=TARGET_METHODS,
+    ratio_methods=("InfoBatch", "SeTa", "BLS_InfoBatch", "BLS_SeTa"),
+    prune_ratio=0.5,
     sweep_task="noisy16",
+    sweep_epochs=(15,),
     sweep_alphas=(0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99),
     sweep_batch_sizes=(16, 64, 256),
     sweep_seeds=2,
+    checkpoints=(1, 2, 5, 10, 15),
 )
-QUICK = Profile(
-    seeds=2,
-    scale=0.1,
-    epochs={"digits": 3, "noisy16": 3},
-    prune_ratios=(0.3, 0.5),
+LONG = Profile(
+    name="long",
+    seeds=4,
+    scale={"digits": 1.0, "noisy16": 0.25},
+    epochs={"digits": (20, 100), "noisy16": (20, 100)},
+    target_saving=0.4,
+    methods=TARGET_METHODS,
+    ratio_methods=(),
+    prune_ratio=0.5,
     sweep_task="noisy16",
+    sweep_epochs=(20, 100),
+    sweep_alphas=(0.0, 0.5, 0.7, 0.9, 0.95, 0.99, 0.995, 0.999),
+    sweep_batch_sizes=(16, 64, 256),
+    sweep_seeds=2,
+    checkpoints=(1, 2, 5, 10, 20, 50, 100),
+)
+QUICK = dataclasses.replace(
+    DEFAULT,
+    name="default-quick",
+    seeds=2,
+    scale={"digits": 0.1, "noisy16": 0.05},
+    epochs={"digits": (4,), "noisy16": (4,)},
+    ratio_methods=("InfoBatch", "BLS_InfoBatch"),
+    batch_size=32,
+    sweep_epochs=(4,),
     sweep_alphas=(0.0, 0.9),
     sweep_batch_sizes=(32,),
     sweep_seeds=1,
+    checkpoints=(1, 4),
 )
+LONG_QUICK = dataclasses.replace(
+    LONG,
+    name="long-quick",
+    seeds=2,
+    scale={"noisy16": 0.05},
+    tasks=("noisy16",),
+    epochs={"noisy16": (4, 6)},
+    methods=("RandomPrune", "BLS_InfoBatch", "BLSres_InfoBatch"),
+    sweep_epochs=(4, 6),
+    sweep_alphas=(0.9,),
+    sweep_batch_sizes=(32,),
+    sweep_seeds=1,
+    checkpoints=(1, 6),
+)
+PROFILES = {"default": DEFAULT, "long": LONG}
+QUICK_PROFILES = {"default": QUICK, "long": LONG_QUICK}
+# where each profile writes by default: (data folder, page)
+OUTPUTS = {
+    "default": (REPO / "docs" / "results", REPO / "docs" / "results.md"),
+    "long": (REPO / "docs" / "results" / "long", REPO / "docs" / "results_long.md"),
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -146,620 +235,440 @@ def make_model(task: Task) -> nn.Module:
     return build_model("mlp", 1, task.num_classes, task.image_size)
 
 
-def t_quantile(df: int) -> float:
-    if df < 1:
-        return math.nan
-    keys = [k for k in T975 if k <= df]
-    return T975[max(keys)] if df <= 60 else 1.96
-
-
-def paired_interval(differences: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t confidence interval of paired differences."""
-    values = np.asarray(differences, dtype=np.float64)
-    mean = float(values.mean())
-    if values.size < 2:
-        return mean, math.nan, math.nan
-    half = t_quantile(values.size - 1) * float(values.std(ddof=1)) / math.sqrt(values.size)
-    return mean, mean - half, mean + half
-
-
-def verdict(low: float, high: float, margin: float = MARGIN_PP) -> str:
-    """The lossless rule, on the 95% CI ``[low, high]`` of accuracy(method) - accuracy(Full).
-
-    - ``lossless``: ``low >= -margin`` (the method is at most ``margin`` pp worse, at 95%);
-    - ``lossy``: ``high < 0`` and ``low < -margin`` (significantly worse, and possibly by
-      more than the margin);
-    - ``inconclusive``: otherwise (too much seed noise to tell).
-    """
-    if math.isnan(low):
-        return "inconclusive"
-    if low >= -margin:
-        return "lossless"
-    if high < 0:
-        return "lossy"
-    return "inconclusive"
+def short_epochs(epochs: int, target_saving: float) -> int:
+    """Epochs of the *Full, fewer epochs* control: ``round((1 - t) * E)``, at least 1."""
+    return max(1, round((1.0 - target_saving) * epochs))
 
 
 # ----------------------------------------------------------------------------- runs
-def run_one(
-    task: Task, cfg: RunConfig, track: bool, label: str | None = None, full_epochs: int = 0
-) -> dict[str, Any]:
-    """Train once; return a flat record (accuracy, savings, timings and score diagnostics).
+@dataclass(frozen=True)
+class Job:
+    """One training run of the study (picklable, so ``--jobs`` can send it to a worker).
+
+    Attributes:
+        task: task name; ``scale`` its share of the training set.
+        group: ``baseline`` (Full), ``target`` (equal saving), ``ratio`` (at ``prune_ratio``)
+            or ``sweep`` (no pruning, scores only).
+        label: the method as reported (``BLSres_InfoBatch``, ``Full, fewer epochs``, ...).
+        cfg: the engine's settings.
+        run_epochs: the run length this job is compared at (the control trains fewer).
+        track: record the score diagnostics after every epoch.
+        residual_eta: score with :class:`BatchResidual` at this step size instead.
+        panel: sweep only: ``(kind, alpha)`` members scored side by side, ``kind`` ``ema`` or
+            ``residual`` (``eta = 1 - alpha``).
+    """
+
+    task: str
+    scale: float
+    group: str
+    label: str
+    cfg: RunConfig
+    run_epochs: int
+    track: bool = False
+    residual_eta: float | None = None
+    panel: tuple[tuple[str, float], ...] = ()
+
+
+_TASKS: dict[tuple[str, float], Task] = {}
+
+
+class VisitCounter(torch.utils.data.Dataset):
+    """The training set, counting how often each sample is read (how often it was trained).
+
+    ``counts[i]`` is the number of reads of sample ``i`` so far; the diagnostics' own reads
+    (the true per-sample losses) are undone by the caller.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.counts = np.zeros(len(dataset), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        self.counts[index] += 1
+        return self.dataset[index]
+
+
+def task_for(name: str, scale: float) -> Task:
+    """The task, built once per process (the data are fixed whatever the seed)."""
+    if (name, scale) not in _TASKS:
+        _TASKS[(name, scale)] = build_task(name, scale=scale)
+    return _TASKS[(name, scale)]
+
+
+@contextlib.contextmanager
+def score_source_installed(source: ScoreSource | None) -> Iterator[None]:
+    """While active, ``bls.app.train`` scores with ``source``, installed before the first epoch.
+
+    The engine builds its handler with ``bls.app.train.build_handler``; this wraps that
+    function for the one run, so the study keeps the engine's loop, schedule and seeding for
+    every score source. The wrapped builder checks that it was used.
+    """
+    if source is None:
+        yield
+        return
+    original = engine.build_handler
+    built: list[Any] = []
+
+    def build_with_source(dataset: Any, cfg: RunConfig) -> Any:
+        handler = original(dataset, cfg)
+        handler.use_score_source(source)  # before the first epoch: allowed, resets the scores
+        built.append(handler)
+        return handler
+
+    engine.build_handler = build_with_source
+    try:
+        yield
+    finally:
+        engine.build_handler = original
+    if len(built) != 1:
+        raise RuntimeError("bls.app.train did not build its handler with build_handler")
+
+
+def panel_members(panel: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ScoreSource], ...]:
+    members: list[tuple[str, ScoreSource]] = []
+    for kind, alpha in panel:
+        if kind == "ema":
+            members.append((f"ema {alpha:g}", BatchLossEMA(alpha=alpha)))
+        else:
+            members.append((f"residual {alpha:g}", BatchResidual(eta=round(1.0 - alpha, 6))))
+    return tuple(members)
+
+
+def execute(job: Job) -> list[dict[str, Any]]:
+    """Train ``job`` once; one record per score it measured (a panel gives several).
 
     ``cpu_time_s`` is the CPU time of this thread during the run without the diagnostics
     (so it includes the per-epoch test evaluation); unlike the wall time it hardly depends on
-    what else the machine runs. ``full_epochs`` > ``cfg.epochs`` counts the missing epochs as
-    saved (the "Full, fewer epochs" control).
+    what else the machine runs. A job that trains fewer epochs than ``run_epochs`` counts the
+    missing ones as saved (the *Full, fewer epochs* control).
     """
-    tracker = ScoreTracker(prune_ratios=(0.3, 0.5)) if track else None
+    task = task_for(job.task, job.scale)
+    cfg = job.cfg
+    source: ScoreSource | None = None
+    tracker: ScoreTracker | PanelTracker | None = None
+    if job.panel:
+        source = ScorePanel(members=panel_members(job.panel))
+        tracker = PanelTracker(source)
+    elif job.track:
+        tracker = ScoreTracker(prune_ratios=(0.3, 0.5))
+    if job.residual_eta is not None:
+        source = BatchResidual(eta=job.residual_eta)
     diagnostics_cpu = [0.0]
+    # Under pruning, how much of a score is just how often its sample was trained?
+    train_set = VisitCounter(task.train) if isinstance(tracker, ScoreTracker) else task.train
+    visits_spearman: list[float] = []
 
     def on_epoch_end(epoch: int, handler: Any, model: nn.Module) -> None:
         if tracker is not None:
             before = time.thread_time()
+            counter = train_set if isinstance(train_set, VisitCounter) else None
+            visits = counter.counts.copy() if counter is not None else None
             tracker(epoch, handler, model)
+            if counter is not None and visits is not None:
+                counter.counts[:] = visits  # the tracker's reads are not training
+                if job.group != "sweep":
+                    visits_spearman.append(spearman(handler.scores, visits))
             diagnostics_cpu[0] += time.thread_time() - before
 
     cpu_start = time.thread_time()
-    result = train(
-        make_model(task), task.train, task.test, cfg, progress=False, on_epoch_end=on_epoch_end
-    )
+    with score_source_installed(source), warnings.catch_warnings():
+        # the count of samples pruned beyond the well-learned set is recorded below instead
+        warnings.simplefilter("ignore", BudgetWarning)
+        result = train(
+            make_model(task), train_set, task.test, cfg, progress=False, on_epoch_end=on_epoch_end
+        )
     cpu_time = time.thread_time() - cpu_start - diagnostics_cpu[0]
     saved = result.saved_ratio
-    if full_epochs > cfg.epochs:
-        saved = 1.0 - result.sample_steps / (len(task.train) * full_epochs)
+    if job.run_epochs > cfg.epochs:
+        saved = 1.0 - result.sample_steps / (len(task.train) * job.run_epochs)
     record: dict[str, Any] = {
-        "task": task.name,
-        "method": label or cfg.method,
-        "prune_ratio": cfg.prune_ratio if cfg.method != "Full" else 0.0,
+        "task": job.task,
+        "group": job.group,
+        "method": job.label,
+        "score_source": result.history[-1].get("score") if result.history else None,
+        "prune_ratio": cfg.prune_ratio if job.group == "ratio" else 0.0,
+        "target_saving": cfg.target_saving,
         "alpha": cfg.alpha,
+        "eta": job.residual_eta,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "epochs": cfg.epochs,
+        "run_epochs": job.run_epochs,
         "test_accuracy": result.test_accuracy,
         "saved_ratio": saved,
         "sample_steps": result.sample_steps,
+        "beyond_well_learned": int(
+            sum(int(h.get("beyond_well_learned", 0)) for h in result.history)
+        ),
         "train_time_s": result.train_time_s,
         "cpu_time_s": cpu_time,
         "wall_time_s": result.wall_time_s,
         "accuracy_by_epoch": [e.test_accuracy for e in result.epochs],
         "kept_by_epoch": [e.kept for e in result.epochs],
     }
-    if tracker is not None:
+    if job.group == "sweep":  # the sweep reports scores only: keep runs.json small
+        del record["accuracy_by_epoch"], record["kept_by_epoch"]
+    if isinstance(tracker, ScoreTracker):
         record["spearman_by_epoch"] = [r.spearman for r in tracker.records]
-        record["overlap50_by_epoch"] = [r.overlap[0.5] for r in tracker.records]
         record["spearman_mean"] = tracker.mean_spearman(first_epoch=1)
-        record["overlap30_mean"] = tracker.mean_overlap(0.3, first_epoch=1)
+        if visits_spearman:
+            record["visits_spearman_by_epoch"] = visits_spearman
+            finite = [v for v in visits_spearman[1:] if not math.isnan(v)]
+            record["visits_spearman_mean"] = float(np.mean(finite)) if finite else math.nan
         record["overlap50_mean"] = tracker.mean_overlap(0.5, first_epoch=1)
         record["hard_recall_mean"] = float(
             np.mean([r.hard_recall for r in tracker.records[1:]] or [math.nan])
         )
-    return record
+        if job.group == "sweep":
+            record |= {"score": "per-sample", "alpha": math.nan, "eta": math.nan}
+        return [record]
+    if isinstance(tracker, PanelTracker):
+        records = []
+        for (kind, alpha), (label, _) in zip(job.panel, tracker.panel.members, strict=True):
+            rows = tracker.records[label]
+            records.append(
+                record
+                | {
+                    "method": label,
+                    "score": kind,
+                    "alpha": alpha,
+                    "eta": round(1.0 - alpha, 6) if kind == "residual" else math.nan,
+                    "spearman_by_epoch": [r["spearman"] for r in rows],
+                    "spearman_mean": tracker.mean(label, "spearman"),
+                    "overlap50_mean": tracker.mean(label, "overlap50"),
+                    "hard_recall_mean": tracker.mean(label, "hard_recall"),
+                }
+            )
+        return records
+    return [record]
 
 
-def main_runs(profile: Profile, tasks: dict[str, Task]) -> list[dict[str, Any]]:
-    records = []
-    for name, task in tasks.items():
-        epochs = profile.epochs[name]
-        configs = [("Full", 0.0)] + [(m, r) for r in profile.prune_ratios for m in PRUNING_METHODS]
-        configs.append((SHORT_FULL, 0.0))
-        for seed in range(profile.seeds):
-            for method, ratio in configs:
-                short = method == SHORT_FULL
-                cfg = RunConfig(
-                    method="Full" if short else method,
-                    prune_ratio=ratio,
-                    alpha=profile.alpha,
-                    epochs=max(1, round(SHORT_SHARE * epochs)) if short else epochs,
-                    batch_size=profile.batch_size,
-                    lr=profile.lr[name],
-                    seed=seed,
-                )
-                record = run_one(
-                    task, cfg, method in SCORED_METHODS, label=method, full_epochs=epochs
-                )
-                records.append(record)
-                print(
-                    f"  {name:8s} seed {seed} {method:16s} r={ratio:.1f}  "
-                    f"acc {record['test_accuracy']:.4f}  saved {record['saved_ratio']:.3f}  "
-                    f"train {record['train_time_s']:.1f}s"
-                    + (
-                        f"  rho {record['spearman_mean']:+.3f}" if "spearman_mean" in record else ""
-                    ),
-                    flush=True,
-                )
-    return records
+def method_job(profile: Profile, task: str, method: str, group: str, epochs: int, seed: int) -> Job:
+    """The job of ``method`` at the profile's equal saving (``target``) or ratio (``ratio``)."""
+    base: dict[str, Any] = {
+        "alpha": profile.alpha,
+        "epochs": epochs,
+        "batch_size": profile.batch_size,
+        "lr": profile.lr[task],
+        "seed": seed,
+    }
+    t = profile.target_saving
+    scale = profile.scale[task]
+    if method == "Full":
+        return Job(task, scale, group, method, RunConfig(method="Full", **base), epochs)
+    if method == SHORT_FULL:
+        short = base | {"epochs": short_epochs(epochs, t)}
+        return Job(task, scale, group, method, RunConfig(method="Full", **short), epochs)
+    residual = method.startswith("BLSres_")
+    engine_method = method.replace("BLSres_", "BLS_")
+    if group == "ratio":
+        cfg = RunConfig(method=engine_method, prune_ratio=profile.prune_ratio, **base)
+    elif method == "Static":  # no budget: its prune_ratio is exactly its saving
+        cfg = RunConfig(method="Static", prune_ratio=t, **base)
+    else:
+        cfg = RunConfig(method=engine_method, target_saving=t, **base)
+    return Job(
+        task,
+        scale,
+        group,
+        method,
+        cfg,
+        epochs,
+        track=method in SCORED_METHODS,
+        residual_eta=profile.eta if residual else None,
+    )
 
 
-def sweep_runs(profile: Profile, task: Task) -> list[dict[str, Any]]:
-    """BLS scores without pruning (so every alpha sees the same training), per batch size.
+def accuracy_jobs(profile: Profile) -> list[Job]:
+    jobs = []
+    for task in profile.tasks:
+        for epochs in profile.epochs[task]:
+            for seed in range(profile.seeds):
+                jobs.append(method_job(profile, task, "Full", "baseline", epochs, seed))
+                for method in (SHORT_FULL, *profile.methods):
+                    jobs.append(method_job(profile, task, method, "target", epochs, seed))
+                for method in profile.ratio_methods:
+                    jobs.append(method_job(profile, task, method, "ratio", epochs, seed))
+    return jobs
 
-    ``BLS_Random`` at prune ratio 0 trains on all data every epoch; only the scores differ
-    between alphas. ``RandomPrune`` at ratio 0 records the per-sample loss: the reference.
+
+def sweep_jobs(profile: Profile) -> list[Job]:
+    """Scores without pruning (so every score sees the same training), per batch size.
+
+    ``RandomPrune`` at ratio 0 records the per-sample loss: the reference. ``BLS_Random`` at
+    ratio 0 trains on all data with the scalar loss and scores it with a panel: the EMA at
+    every alpha and the residual rule at ``eta = 1 - alpha``.
     """
-    records = []
-    for batch_size in profile.sweep_batch_sizes:
-        for seed in range(profile.sweep_seeds):
-            settings = [("RandomPrune", 0.0)] + [("BLS_Random", a) for a in profile.sweep_alphas]
-            for method, alpha in settings:
-                cfg = RunConfig(
-                    method=method,
-                    prune_ratio=0.0,
-                    alpha=alpha,
-                    batch_size=batch_size,
-                    epochs=profile.epochs[task.name],
-                    lr=profile.lr[task.name],
-                    seed=seed,
-                )
-                record = run_one(task, cfg, track=True)
-                record["score"] = "per-sample" if method == "RandomPrune" else "BLS"
-                records.append(record)
-                print(
-                    f"  sweep B={batch_size:3d} seed {seed} {record['score']:10s} "
-                    f"alpha {alpha:.2f}  rho {record['spearman_mean']:+.3f}  "
-                    f"overlap50 {record['overlap50_mean']:.3f}",
-                    flush=True,
-                )
+    task = profile.sweep_task
+    panel = tuple(("ema", a) for a in profile.sweep_alphas) + tuple(
+        ("residual", a) for a in profile.sweep_alphas
+    )
+    scale = profile.scale[task]
+    jobs = []
+    for epochs in profile.sweep_epochs:
+        for batch_size in profile.sweep_batch_sizes:
+            for seed in range(profile.sweep_seeds):
+                base: dict[str, Any] = {
+                    "prune_ratio": 0.0,
+                    "batch_size": batch_size,
+                    "epochs": epochs,
+                    "lr": profile.lr[task],
+                    "seed": seed,
+                }
+                reference = RunConfig(method="RandomPrune", **base)
+                jobs.append(Job(task, scale, "sweep", "per-sample", reference, epochs, True))
+                scored = RunConfig(method="BLS_Random", **base)
+                jobs.append(Job(task, scale, "sweep", "panel", scored, epochs, panel=panel))
+    return jobs
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_jobs(jobs: list[Job], workers: int, threads: int) -> list[dict[str, Any]]:
+    """Run every job (in ``workers`` processes when > 1), in order; print one line per run."""
+    records: list[dict[str, Any]] = []
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool:
+            results = pool.map(execute, jobs)
+            for job, result in zip(jobs, results, strict=True):
+                records += result
+                _print_run(job, result)
+        return records
+    for job in jobs:
+        result = execute(job)
+        records += result
+        _print_run(job, result)
     return records
 
 
-# ----------------------------------------------------------------------------- tables
-def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, method, prune ratio), compared seed by seed with Full."""
-    full = {(r["task"], r["seed"]): r for r in records if r["method"] == "Full"}
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[(r["task"], r["method"], r["prune_ratio"])].append(r)
-    rows = []
-    for (task, method, ratio), runs in groups.items():
-        accuracy = np.array([r["test_accuracy"] for r in runs]) * 100
-        baseline = [full[(task, r["seed"])] for r in runs]
-        diffs = [
-            100 * (r["test_accuracy"] - b["test_accuracy"])
-            for r, b in zip(runs, baseline, strict=True)
-        ]
-        time_saved = [
-            1 - r["train_time_s"] / b["train_time_s"] for r, b in zip(runs, baseline, strict=True)
-        ]
-        cpu_saved = [
-            1 - r["cpu_time_s"] / b["cpu_time_s"] for r, b in zip(runs, baseline, strict=True)
-        ]
-        mean, low, high = paired_interval(diffs)
-        row: dict[str, Any] = {
-            "task": task,
-            "method": method,
-            "prune_ratio": ratio,
-            "seeds": len(runs),
-            "accuracy_mean": float(accuracy.mean()),
-            "accuracy_std": float(accuracy.std(ddof=1)) if len(runs) > 1 else math.nan,
-            "diff_mean_pp": mean if method != "Full" else 0.0,
-            "diff_ci_low_pp": low if method != "Full" else math.nan,
-            "diff_ci_high_pp": high if method != "Full" else math.nan,
-            "saved_ratio": float(np.mean([r["saved_ratio"] for r in runs])),
-            "time_saved": float(np.median(time_saved)),
-            "cpu_saved": float(np.median(cpu_saved)),
-            "train_time_s": float(np.mean([r["train_time_s"] for r in runs])),
-            "verdict": "baseline" if method == "Full" else verdict(low, high),
-            "spearman_mean": float(np.mean([r["spearman_mean"] for r in runs]))
-            if "spearman_mean" in runs[0]
-            else math.nan,
-            "overlap50_mean": float(np.mean([r["overlap50_mean"] for r in runs]))
-            if "overlap50_mean" in runs[0]
-            else math.nan,
-        }
-        rows.append(row)
-    order = {m: i for i, m in enumerate(("Full", SHORT_FULL, *PRUNING_METHODS))}
-    rows.sort(key=lambda r: (r["task"], r["prune_ratio"], order[r["method"]]))
-    return rows
-
-
-def summarize_sweep(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[int, str, float], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        alpha = r["alpha"] if r["score"] == "BLS" else math.nan
-        groups[(r["batch_size"], r["score"], alpha)].append(r)
-    rows = []
-    for (batch_size, score, alpha), runs in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "BLS", kv[0][2])
-    ):
-        rows.append(
-            {
-                "batch_size": batch_size,
-                "score": score,
-                "alpha": alpha,
-                "seeds": len(runs),
-                "spearman_mean": float(np.mean([r["spearman_mean"] for r in runs])),
-                "spearman_last": float(np.mean([r["spearman_by_epoch"][-1] for r in runs])),
-                "overlap30_mean": float(np.mean([r["overlap30_mean"] for r in runs])),
-                "overlap50_mean": float(np.mean([r["overlap50_mean"] for r in runs])),
-                "hard_recall_mean": float(np.mean([r["hard_recall_mean"] for r in runs])),
-            }
-        )
-    return rows
-
-
-def fmt(value: float, spec: str = ".2f") -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
+def _print_run(job: Job, result: list[dict[str, Any]]) -> None:
+    first = result[0]
+    text = (
+        f"  {job.task:8s} E={job.run_epochs:3d} B={job.cfg.batch_size:3d} seed {job.cfg.seed} "
+        f"{job.group:8s} {job.label:18s} acc {first['test_accuracy']:.4f}  "
+        f"saved {first['saved_ratio']:.3f}  train {first['train_time_s']:.1f}s"
     )
-
-
-def accuracy_table(rows: list[dict[str, Any]], task: str) -> str:
-    lines = [
-        "| method | prune ratio | test acc. % (mean ± std) | Δ vs Full, pp [95% CI] | "
-        "sample-steps saved | train time saved (wall / CPU) | verdict | Spearman(score, loss) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r["task"] != task:
-            continue
-        diff = (
-            "-"
-            if r["method"] == "Full"
-            else (
-                f"{r['diff_mean_pp']:+.2f} [{fmt(r['diff_ci_low_pp'], '+.2f')}, "
-                f"{fmt(r['diff_ci_high_pp'], '+.2f')}]"
-            )
-        )
-        ratio = "-" if r["method"].startswith("Full") else f"{r['prune_ratio']:.1f}"
-        lines.append(
-            f"| {r['method']} | {ratio} | {r['accuracy_mean']:.2f} ± {fmt(r['accuracy_std'])} | "
-            f"{diff} | {100 * r['saved_ratio']:.1f}% | {100 * r['time_saved']:.0f}% / "
-            f"{100 * r['cpu_saved']:.0f}% | "
-            f"{r['verdict']} | {fmt(r['spearman_mean'], '+.3f')} |"
-        )
-    return "\n".join(lines)
-
-
-def sweep_table(rows: list[dict[str, Any]], key: str) -> str:
-    batch_sizes = sorted({r["batch_size"] for r in rows})
-    header = "| score | " + " | ".join(f"B = {b}" for b in batch_sizes) + " |"
-    lines = [header, "|---|" + "---|" * len(batch_sizes)]
-    labels = sorted(
-        {(r["score"] == "BLS", r["alpha"]) for r in rows},
-        key=lambda k: (k[0], -1 if math.isnan(k[1]) else k[1]),
-    )
-    for is_bls, alpha in labels:
-        cells = []
-        for b in batch_sizes:
-            match = [
-                r
-                for r in rows
-                if r["batch_size"] == b
-                and (r["score"] == "BLS") == is_bls
-                and (not is_bls or r["alpha"] == alpha)
-            ]
-            cells.append(
-                fmt(match[0][key], "+.3f" if key.startswith("spearman") else ".3f")
-                if match
-                else "-"
-            )
-        label = f"BLS, alpha = {alpha:.2f}" if is_bls else "per-sample loss (reference)"
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-# ----------------------------------------------------------------------------- plots
-def plot(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are optional; the tables carry the numbers
-        print("matplotlib not installed: no plots")
-        return []
-    tasks = sorted({r["task"] for r in rows})
-    profile_ratios = {r["prune_ratio"] for r in rows if not r["method"].startswith("Full")}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    colours = dict(zip(PRUNING_METHODS, plt.get_cmap("tab10").colors, strict=False))
-    for ax, task in zip(axes[0], tasks, strict=True):
-        full = next(r for r in rows if r["task"] == task and r["method"] == "Full")
-        ax.axhline(full["accuracy_mean"], color="black", lw=1, label="Full")
-        ax.axhspan(
-            full["accuracy_mean"] - MARGIN_PP,
-            full["accuracy_mean"],
-            color="grey",
-            alpha=0.15,
-            label=f"Full - {MARGIN_PP:g} pp",
-        )
-        for r in rows:
-            if r["task"] != task or r["method"] == "Full":
-                continue
-            if r["method"] == SHORT_FULL:
-                ax.errorbar(
-                    100 * r["saved_ratio"],
-                    r["accuracy_mean"],
-                    yerr=r["accuracy_std"],
-                    fmt="D",
-                    color="black",
-                    capsize=3,
-                    label=SHORT_FULL,
-                )
-                continue
-            marker = "o" if r["prune_ratio"] == min(profile_ratios) else "s"
-            ax.errorbar(
-                100 * r["saved_ratio"],
-                r["accuracy_mean"],
-                yerr=r["accuracy_std"],
-                fmt=marker,
-                color=colours[r["method"]],
-                capsize=3,
-                label=f"{r['method']} r={r['prune_ratio']:.1f}",
-            )
-        ax.set_title(f"{task}: test accuracy vs share of sample-steps saved")
-        ax.set_xlabel("sample-steps saved (%)")
-        ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_saved.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    names = ["accuracy_vs_saved.png"]
-    if sweep:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for b in sorted({r["batch_size"] for r in sweep}):
-            bls = [r for r in sweep if r["batch_size"] == b and r["score"] == "BLS"]
-            ref = [r for r in sweep if r["batch_size"] == b and r["score"] != "BLS"]
-            for ax, key in zip(axes, ("spearman_mean", "overlap50_mean"), strict=True):
-                line = ax.plot(
-                    [r["alpha"] for r in bls], [r[key] for r in bls], "o-", label=f"BLS, B={b}"
-                )
-                if ref:
-                    ax.axhline(
-                        ref[0][key], ls="--", color=line[0].get_color(), label=f"per-sample, B={b}"
-                    )
-        axes[0].set_ylabel("Spearman(score, true loss), mean over epochs ≥ 1")
-        axes[1].set_ylabel("Jaccard of the 50% lowest-scored sets")
-        axes[1].axhline(random_overlap(0.5), color="grey", lw=1, label="chance")
-        for ax in axes:
-            ax.set_xlabel("BLS EMA factor alpha")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "alpha_sweep.png", dpi=110)
-        plt.close(fig)
-        names.append("alpha_sweep.png")
-    return names
-
-
-# ----------------------------------------------------------------------------- report
-def setting(row: dict[str, Any]) -> str:
-    """``InfoBatch r=0.5``; the Full rows have no ratio."""
-    if row["method"].startswith("Full"):
-        return row["method"]
-    return f"{row['method']} r={row['prune_ratio']:.1f}"
-
-
-def findings(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> list[str]:
-    """Sentences computed from the numbers (so they stay true when the study is rerun)."""
-    lines = []
-    for task in sorted({r["task"] for r in rows}):
-        for verdict_name in ("lossless", "inconclusive", "lossy"):
-            hits = [
-                f"{setting(r)} (saves {100 * r['saved_ratio']:.0f}%)"
-                for r in rows
-                if r["task"] == task and r["verdict"] == verdict_name
-            ]
-            if hits:
-                lines.append(f"- **{task}**, {verdict_name}: " + ", ".join(hits) + ".")
-        for policy in ("InfoBatch", "SeTa"):
-            for ratio in sorted({r["prune_ratio"] for r in rows if r["method"] == policy}):
-                own = next(
-                    (
-                        r
-                        for r in rows
-                        if r["task"] == task and r["method"] == policy and r["prune_ratio"] == ratio
-                    ),
-                    None,
-                )
-                bls = next(
-                    (
-                        r
-                        for r in rows
-                        if r["task"] == task
-                        and r["method"] == f"BLS_{policy}"
-                        and r["prune_ratio"] == ratio
-                    ),
-                    None,
-                )
-                if own and bls:
-                    lines.append(
-                        f"- {task}, {policy} r={ratio:.1f}: BLS {bls['accuracy_mean']:.2f}% vs "
-                        f"per-sample {own['accuracy_mean']:.2f}% (saves "
-                        f"{100 * bls['saved_ratio']:.0f}% vs {100 * own['saved_ratio']:.0f}%); "
-                        f"score-loss Spearman {bls['spearman_mean']:+.2f} vs "
-                        f"{own['spearman_mean']:+.2f}."
-                    )
-    for b in sorted({r["batch_size"] for r in sweep}):
-        bls = [r for r in sweep if r["batch_size"] == b and r["score"] == "BLS"]
-        ref = [r for r in sweep if r["batch_size"] == b and r["score"] != "BLS"]
-        if not bls:
-            continue
-        best = max(bls, key=lambda r: r["spearman_mean"])
-        zero = next((r for r in bls if r["alpha"] == 0.0), None)
-        text = (
-            f"- Sweep, B={b}: the BLS correlation peaks at alpha={best['alpha']:.2f} "
-            f"({best['spearman_mean']:+.3f}"
-        )
-        text += f"; alpha=0: {zero['spearman_mean']:+.3f}" if zero else ""
-        text += f"; per-sample reference {ref[0]['spearman_mean']:+.3f})." if ref else ")."
-        lines.append(text)
-    return lines
-
-
-def write_report(
-    path: Path,
-    out: Path,
-    profile: Profile,
-    info: dict[str, Any],
-    rows: list[dict[str, Any]],
-    sweep: list[dict[str, Any]],
-    pictures: list[str],
-    tasks: dict[str, Task],
-    seconds: float,
-    command: str,
-) -> None:
-    relative = os.path.relpath(out, path.parent)
-    reading_file = out / "reading.md"
-    reading = (
-        reading_file.read_text()
-        if reading_file.exists()
-        else ("_No hand-written reading yet (`docs/results/reading.md`)._\n")
-    )
-    parts = [
-        "# Is it lossless? Results and score diagnostics",
-        "",
-        "_This page is written by `benchmarks/study.py`; edit `docs/results/reading.md` for the "
-        "reading, then rerun (or edit the tables only by rerunning)._",
-        "",
-        "## How to reproduce",
-        "",
-        f"```bash\n{command}\n```",
-        "",
-        f"Machine: {info['cpu']}, {info['cores']} cores (torch threads per run: "
-        f"{info['torch_threads']}), torch {info['torch']}, numpy {info['numpy']}, Python "
-        f"{info['python']}, {info['platform']}. Run on {info['date']}; the whole study took "
-        f"{seconds / 60:.1f} minutes. Other jobs shared the 2 cores, so the wall-clock *train "
-        "time saved* (median over seeds of the paired saving) is noisy; the CPU-time saving "
-        "(this thread's CPU time for the whole run, per-epoch test evaluation included, "
-        "diagnostics excluded) is steadier; *sample-steps saved* is exact.",
-        "",
-        "## Setup",
-        "",
-        *[
-            f"- {task.describe()}; model: "
-            + ("SmallCNN (width 8, BatchNorm)" if name == "digits" else "MLP 256-256")
-            + f"; {profile.epochs[name]} epochs, batch {profile.batch_size}, one-cycle SGD "
-            f"(peak lr {profile.lr[name]}), as `bls.app.train` runs it."
-            for name, task in tasks.items()
-        ],
-        f"- Methods: Full, {', '.join(PRUNING_METHODS)} at prune ratios "
-        f"{', '.join(f'{r:g}' for r in profile.prune_ratios)}; delta 0.875; BLS alpha "
-        f"{profile.alpha}; SeTa 10 groups, window 0.5. {profile.seeds} seeds; seed s gives every "
-        "method the same initial weights. Control: *Full, 0.6 epochs* trains on all data for "
-        f"{SHORT_SHARE:g} of the epochs (the same one-cycle schedule, compressed), saving "
-        f"{100 * (1 - SHORT_SHARE):.0f}% of the sample-steps without any pruning rule.",
-        f"- **Lossless rule**: for each seed, d = accuracy(method) - accuracy(Full). With the "
-        f"mean of d and its two-sided 95% Student-t confidence interval over the seeds: "
-        f"*lossless* if the interval's lower end is ≥ -{MARGIN_PP:g} percentage point "
-        f"(non-inferiority at a {MARGIN_PP:g} pp margin); *lossy* if the whole interval is < 0 "
-        f"and its lower end < -{MARGIN_PP:g} pp; otherwise *inconclusive* (the seeds disagree "
-        "too much to tell).",
-        "- *Spearman(score, loss)*: the rank correlation between the handler's scores and the "
-        "true per-sample losses (model in eval mode) after each epoch, mean over epochs ≥ 1 and "
-        "seeds (`bls.diagnostics.ScoreTracker`).",
-        "",
-        "## Accuracy and savings",
-        "",
-    ]
-    for name in tasks:
-        parts += [f"### {name}", "", accuracy_table(rows, name), ""]
-    if sweep:
-        parts += [
-            "## Does the EMA filter batch-composition noise? (alpha x batch size)",
-            "",
-            f"Task {profile.sweep_task}, no pruning (prune ratio 0, so every alpha sees the "
-            f"same training), {profile.sweep_seeds} seed(s). Spearman correlation between the "
-            "scores and the true per-sample losses, mean over epochs ≥ 1:",
-            "",
-            sweep_table(sweep, "spearman_mean"),
-            "",
-            "Jaccard overlap of the 50% lowest-scored samples (the set each score would prune) "
-            f"with the 50% lowest true losses; chance level {random_overlap(0.5):.3f}:",
-            "",
-            sweep_table(sweep, "overlap50_mean"),
-            "",
-            "Share of the 10% highest-loss samples that the score also ranks in its top 10% "
-            "(`bls.diagnostics.hard_recall`; the samples a policy must keep); chance 0.100:",
-            "",
-            sweep_table(sweep, "hard_recall_mean"),
-            "",
-        ]
-    for picture in pictures:
-        parts += [f"![{picture}]({relative}/{picture})", ""]
-    parts += [
-        "## Findings computed from the numbers",
-        "",
-        *findings(rows, sweep),
-        "",
-        "## Reading",
-        "",
-        reading.strip(),
-        "",
-        f"Raw data: `{relative}/runs.json`, `{relative}/summary.csv`, `{relative}/sweep.csv`.",
-        "",
-    ]
-    path.write_text("\n".join(parts))
+    rhos = [f"{r['method']} {r['spearman_mean']:+.3f}" for r in result if "spearman_mean" in r]
+    if len(rhos) == 1:
+        text += f"  rho {first['spearman_mean']:+.3f}"
+    elif rhos:
+        text += "  rho " + ", ".join(rhos)
+    print(text, flush=True)
 
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the test's profile)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
-    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "results.md")
+    parser.add_argument("--out", type=Path, default=None, help="data folder (per profile)")
+    parser.add_argument("--doc", type=Path, default=None, help="results page (per profile)")
     parser.add_argument("--seeds", type=int, default=None, help="override the seed count")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the alpha/batch sweep")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (processes)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the score sweep")
     parser.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: rebuild the tables, plots and page from OUT/runs.json",
     )
     args = parser.parse_args(argv)
+    out, doc = OUTPUTS[args.profile]
+    out = args.out or out
+    doc = args.doc or doc
     if args.report_only:
-        return report_only(args.out, args.doc)
+        return report_only(out, doc)
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    profile = QUICK if args.quick else FULL
+    profile = (QUICK_PROFILES if args.quick else PROFILES)[args.profile]
     if args.seeds is not None:
         profile = dataclasses.replace(profile, seeds=args.seeds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    info = machine() | {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine() | {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "jobs": args.jobs,
+    }
     print("machine:", json.dumps(info), flush=True)
-
-    tasks = {name: build_task(name, scale=profile.scale) for name in profile.tasks}
+    tasks = {name: task_for(name, profile.scale[name]) for name in profile.tasks}
     for task in tasks.values():
         print(task.describe(), flush=True)
-    print("main runs:", flush=True)
-    records = main_runs(profile, tasks)
-    sweep_records: list[dict[str, Any]] = []
+    jobs = accuracy_jobs(profile)
     if not args.no_sweep:
-        print("alpha x batch-size sweep:", flush=True)
-        sweep_records = sweep_runs(profile, tasks[profile.sweep_task])
+        jobs += sweep_jobs(profile)
+    print(f"{len(jobs)} runs:", flush=True)
+    records = run_jobs(jobs, args.jobs, args.threads)
 
     seconds = time.perf_counter() - started
-    command = "python benchmarks/study.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/study.py"
+    command += f" --profile {args.profile}" if args.profile != "default" else ""
+    command += " --quick" if args.quick else ""
+    command += f" --jobs {args.jobs}" if args.jobs > 1 else ""
     payload = {
         "machine": info,
         "profile": dataclasses.asdict(profile),
         "seconds": seconds,
         "command": command,
-        "runs": records,
-        "sweep_runs": sweep_records,
+        "runs": [r for r in records if r["group"] != "sweep"],
+        "sweep_runs": [r for r in records if r["group"] == "sweep"],
     }
-    (args.out / "runs.json").write_text(json.dumps(payload, indent=1, default=str))
-    publish(payload, profile, tasks, args.out, args.doc)
+    write_runs(out / "runs.json", payload)
+    publish(payload, profile, tasks, out, doc)
     return 0
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 6 significant digits, in nested lists and dicts (runs.json stays small)."""
+    if isinstance(value, float):
+        return value if not math.isfinite(value) else float(f"{value:.6g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def write_runs(path: Path, payload: dict[str, Any]) -> None:
+    """``runs.json``: the settings, then one run record per line (floats to 6 digits)."""
+    head = {k: v for k, v in payload.items() if k not in ("runs", "sweep_runs")}
+    lines = [json.dumps(head, default=str)[:-1] + ","]
+    for key in ("runs", "sweep_runs"):
+        records = [json.dumps(_rounded(r), default=str) for r in payload[key]]
+        lines.append(f' "{key}": [')
+        lines.append(",\n".join(records))
+        lines.append(" ]," if key == "runs" else " ]")
+    lines.append("}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def profile_from_dict(fields: dict[str, Any]) -> Profile:
+    """The :class:`Profile` that ``dataclasses.asdict`` wrote into ``runs.json``."""
+    values = dict(fields)
+    for key in (
+        "methods",
+        "ratio_methods",
+        "sweep_epochs",
+        "sweep_alphas",
+        "sweep_batch_sizes",
+        "checkpoints",
+    ):
+        values[key] = tuple(values[key])
+    values["tasks"] = tuple(values["tasks"])
+    values["epochs"] = {k: tuple(v) for k, v in values["epochs"].items()}
+    return Profile(**values)
 
 
 def report_only(out: Path, doc: Path) -> int:
     """Rebuild every table, plot and the page from a finished study's ``runs.json``."""
     payload = json.loads((out / "runs.json").read_text())
-    fields = payload["profile"]
-    for key in ("prune_ratios", "sweep_alphas", "sweep_batch_sizes", "tasks"):
-        fields[key] = tuple(fields[key])
-    profile = Profile(**fields)
-    tasks = {name: build_task(name, scale=profile.scale) for name in profile.tasks}
+    profile = profile_from_dict(payload["profile"])
+    tasks = {name: task_for(name, profile.scale[name]) for name in profile.tasks}
     publish(payload, profile, tasks, out, doc)
     return 0
 
@@ -774,17 +683,24 @@ def publish(
     info, seconds, command = payload["machine"], payload["seconds"], payload["command"]
     write_csv(out / "summary.csv", rows)
     if sweep_rows:
-        write_csv(out / "sweep.csv", sweep_rows)
+        write_csv(
+            out / "sweep.csv",
+            [{k: v for k, v in r.items() if k != "spearman_by_epoch"} for r in sweep_rows],
+        )
     pictures = plot(rows, sweep_rows, out)
     doc.parent.mkdir(parents=True, exist_ok=True)
     write_report(doc, out, profile, info, rows, sweep_rows, pictures, tasks, seconds, command)
 
     for name in tasks:
-        print(f"\n{name}\n" + accuracy_table(rows, name))
+        for run_epochs in profile.epochs[name]:
+            print(
+                f"\n{name}, {run_epochs} epochs\n"
+                + accuracy_table(rows, name, run_epochs, "target")
+            )
     if sweep_rows:
         print(
-            "\nSpearman(score, true loss) by alpha and batch size\n"
-            + sweep_table(sweep_rows, "spearman_mean")
+            "\nSpearman(score, true loss) by score and batch size\n"
+            + sweep_table(longest(sweep_rows), "spearman_mean")
         )
     print("\n" + "\n".join(findings(rows, sweep_rows)))
     print(f"\nwrote {doc} and {out}/; the study took {seconds / 60:.1f} minutes")
