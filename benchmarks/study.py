@@ -81,14 +81,8 @@ from bls.diagnostics import ScoreTracker, spearman
 from bls.scores import BatchLossEMA, ScoreSource
 
 REPO = Path(__file__).resolve().parent.parent
-SCORED_METHODS = (
-    "InfoBatch",
-    "SeTa",
-    "BLS_InfoBatch",
-    "BLS_SeTa",
-    "BLSres_InfoBatch",
-    "BLSres_SeTa",
-)
+# Every target method but the two without scores.
+SCORED_METHODS = tuple(m for m in TARGET_METHODS if m not in ("RandomPrune", "Static"))
 
 
 @dataclass
