@@ -1,4 +1,4 @@
-"""How a loss finds its samples: two routes, each answering "which indices is this loss of?".
+"""How a loss finds its samples: three routes, each answering "which indices is this loss of?".
 
 The DataLoader reads indices ahead of the loop (``prefetch_factor * num_workers`` batches), so
 "the indices drawn last" are not the current batch's. Neither route patches torch:
@@ -6,17 +6,35 @@ The DataLoader reads indices ahead of the loop (``prefetch_factor * num_workers`
 * :class:`OrderRoute` (the default): with ``in_order=True`` batches reach the loop in sampler
   order, so the ``k``-th ``update()`` of an epoch belongs to positions ``[k*B, (k+1)*B)`` of
   this rank's shard.
+* :class:`TrackedRoute` (``handler.sampler.track(...)``): a batch sampler of the loop's own
+  reports every batch as the loader draws it, and the ``k``-th ``update()`` takes the ``k``-th
+  batch drawn.
 * :class:`ExplicitRoute` (``return_indices=True``): every item carries its index and the loop
   passes the batch's indices to ``update(loss, indices=...)``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import torch
 
-__all__ = ["ExplicitRoute", "OrderRoute"]
+__all__ = ["AttributionWarning", "ExplicitRoute", "OrderRoute", "TrackedRoute", "check_in_order"]
+
+
+class AttributionWarning(UserWarning):
+    """An epoch ended with a different number of ``update()`` calls than batches."""
+
+
+def check_in_order(in_order: bool) -> None:
+    """Refuse a loader whose batches may arrive out of sampler order (``in_order=False``)."""
+    if not in_order:
+        raise ValueError(
+            "in_order: the DataLoader was built with in_order=False, so batches may arrive "
+            "out of sampler order and losses could reach the wrong samples; use "
+            "in_order=True (the default)"
+        )
 
 
 class OrderRoute:
@@ -93,6 +111,47 @@ class OrderRoute:
     def every_rank(table: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """``(ranks, stop - start)``: every rank's indices of this step (a view)."""
         return table[start:stop].T
+
+
+class TrackedRoute:
+    """The ``k``-th ``update()`` of an epoch takes the ``k``-th batch the tracked sampler drew.
+
+    Batches are drawn ahead of the loop (by up to the loader's prefetch depth), so each one is
+    kept, with the shard position at which it was drawn, until its ``update()`` takes it.
+
+    Args:
+        shard: this rank's iterator over its shard (its ``position`` counts indices drawn).
+        epoch: the epoch, for messages.
+        drawn: batches counted as drawn already (a resumed epoch's updated batches).
+        consumed: the shard position when the last updated batch was drawn.
+    """
+
+    def __init__(self, shard: Any, epoch: int, drawn: int = 0, consumed: int = 0) -> None:
+        self.shard = shard
+        self.epoch = epoch
+        self.pending: deque[tuple[list[int], int]] = deque()  # drawn (batch, position)
+        self.drawn = drawn  # batches drawn this epoch
+        self.consumed = consumed
+
+    def track(self, batch: list[int]) -> None:
+        """Note a batch the tracked batch sampler drew (its update comes later)."""
+        self.pending.append((batch, self.shard.position))
+        self.drawn += 1
+
+    def next(self, step: int) -> list[int]:
+        """The oldest drawn batch without an ``update()`` yet, for the ``step``-th update.
+
+        Raises:
+            RuntimeError: no batch is waiting (``update()`` before its batch was drawn).
+        """
+        if not self.pending:
+            raise RuntimeError(
+                f"update() number {step + 1} of epoch {self.epoch} has no batch yet: the "
+                f"tracked batch sampler has drawn {self.drawn} batches; call update() once "
+                "per batch, after the batch was drawn"
+            )
+        batch, self.consumed = self.pending.popleft()
+        return batch
 
 
 class ExplicitRoute:

@@ -4,25 +4,27 @@
 decision and never saved) and writes the decided weights, epoch and history into the
 handler's declared state. The rules it follows are in docs/design.md ("The epoch schedule",
 "Sharding over ranks"): each epoch's plan is decided once, from the scores as they are at that
-moment, with a generator seeded by ``(seed, epoch)``.
+moment, with a generator seeded by ``(seed, epoch)``. Where a checkpoint left an epoch's pass
+and where its resumed pass starts is :mod:`bls.resume`; how a loss finds its batch is
+:mod:`bls.attribution`.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from bls.attribution import OrderRoute
+from bls.attribution import AttributionWarning, OrderRoute, TrackedRoute
 from bls.distributed import rank_and_world_size
 from bls.policies import EpochPlan, Policy, is_pruning_epoch
+from bls.resume import Resume, ResumeWarning, resume_point
 from bls.sampler import LoaderInfo, _EpochIterator
-from bls.sharding import Shards, shard_plan
+from bls.sharding import Shards, planned_steps, shard_plan
 
 __all__ = [
     "AttributionWarning",
@@ -32,17 +34,10 @@ __all__ = [
     "FewBatchesWarning",
     "Resume",
     "ResumeWarning",
+    "warn_if_too_few_batches",
 ]
 
 logger = logging.getLogger("bls")
-
-
-class AttributionWarning(UserWarning):
-    """An epoch ended with a different number of ``update()`` calls than batches."""
-
-
-class ResumeWarning(UserWarning):
-    """A run seems to resume training without having loaded the handler's state."""
 
 
 class BudgetWarning(UserWarning):
@@ -51,21 +46,6 @@ class BudgetWarning(UserWarning):
 
 class FewBatchesWarning(UserWarning):
     """An epoch has fewer than two batches, so batch-loss scores cannot tell samples apart."""
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Where a mid-epoch checkpoint left its epoch.
-
-    Attributes:
-        updates: ``update()`` calls made in the epoch before the checkpoint.
-        position: indices of this rank's shard the updated batches used (``-1``: unknown).
-        layout: ``(ranks, batch_size, drop_last)`` the epoch was laid out with.
-    """
-
-    updates: int
-    position: int
-    layout: tuple[int, int | None, bool]
 
 
 @dataclass
@@ -82,9 +62,7 @@ class EpochRun:
     pending_from: int = 0  # first batch of the pending buffer not yet folded into the scores
     rank: int = 0  # this process's column of the index table
     world_size: int = 1
-    tracked: deque[tuple[list[int], int]] | None = None  # drawn (batch, position), no update
-    tracked_count: int = 0  # batches it drew this epoch
-    consumed: int = 0  # tracked: the shard position when the last updated batch was drawn
+    tracked: TrackedRoute | None = None  # the tracked route, under sampler.track(...)
     resume: Resume | None = None  # where a mid-epoch checkpoint left this epoch
     last_loss: torch.Tensor | None = None  # the last update()'s loss, as the loop passed it
     # The update path (bls.recording): the order route's per-step views, prepared at the
@@ -164,49 +142,30 @@ class EpochCycle:
                 "were pruned too, without re-weighting (warned once per run; every epoch's "
                 "count is in handler.history as 'beyond_well_learned')",
                 BudgetWarning,
-                stacklevel=5,  # the caller of sampler.set_epoch
+                stacklevel=6,  # the caller of sampler.set_epoch
             )
 
     def total_steps(self, batch_size: int, drop_last: bool, world_size: int | None) -> int:
-        """Batches this rank runs over all ``num_epochs`` epochs, known before training.
+        """Batches this rank runs over all ``num_epochs`` epochs (:func:`planned_steps`).
 
-        Raises:
-            ValueError: an epoch's length depends on scores not seen yet (no budget).
+        ``world_size``: by default the current process group's (1 without one).
         """
         ranks = rank_and_world_size()[1] if world_size is None else world_size
-        total = 0
-        for epoch in range(self.num_epochs):
-            kept = self.policy.kept_count(self.num_samples, epoch, self.is_pruning_epoch(epoch))
-            if kept is None:
-                raise ValueError(
-                    "total_steps: epoch lengths are known before training only with "
-                    "target_saving=... (InfoBatch, SeTa, RandomPrune) or without pruning "
-                    "(Full); here each pruning epoch's length depends on the scores"
-                )
-            shards = shard_plan(
-                np.arange(kept),
-                num_samples=self.num_samples,
-                ranks=ranks,
-                batch_size=batch_size,
-                drop_last=drop_last,
-            )
-            per_rank = shards.per_rank
-            total += per_rank // batch_size if drop_last else -(-per_rank // batch_size)
-        return total
+        return planned_steps(
+            self.policy,
+            num_samples=self.num_samples,
+            num_epochs=self.num_epochs,
+            delta=self.delta,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            world_size=ranks,
+        )
 
     def resume(self, plan: np.ndarray, resume: Resume) -> None:
-        """Restore an epoch whose iteration began before a checkpoint (the state is loaded).
-
-        Its record in the history loses what the checkpoint wrote for closing it (the resumed
-        pass closes it), and its non-finite count so far is restored.
-        """
+        """Restore an epoch whose iteration began before a checkpoint (the state is loaded,
+        its record reopened by ``HandlerState.restore``)."""
         unit = bool(torch.all(self.state.weights == 1.0))
         self.run = EpochRun(decided=plan, unit_weights=unit, resume=resume)
-        record = self.state.history[-1] if self.state.history else {}
-        if record.get("epoch") == self.state.epoch:
-            record.pop("updates", None)
-            skipped = int(record.pop("nonfinite", 0))
-            self.state.nonfinite = torch.tensor(skipped, device=self.state.scores.device)
 
     def shards(self, world_size: int) -> Shards:
         """The decided plan laid out for the current loader (cached per layout)."""
@@ -226,16 +185,6 @@ class EpochCycle:
             kept = int(min(run.shards.plan.size, self.num_samples))
             state.history[-1].update(kept=kept, pruned=self.num_samples - kept)
         return run.shards
-
-    @staticmethod
-    def check_loader(loader: LoaderInfo) -> None:
-        """Refuse a loader whose batches may arrive out of sampler order."""
-        if not loader.in_order:
-            raise ValueError(
-                "in_order: the DataLoader was built with in_order=False, so batches may arrive "
-                "out of sampler order and losses could reach the wrong samples; use "
-                "in_order=True (the default)"
-            )
 
     def locate(
         self, loss: torch.Tensor, per_sample: bool, *, explicit: bool
@@ -291,7 +240,8 @@ class EpochCycle:
         column = rank if shards.ranks > 1 else 0
         state.table = torch.from_numpy(shards.table()).to(state.scores.device, non_blocking=True)
         run.rank, run.world_size = column, world_size
-        start, done = self._resume_point(run.shards_key, loader.skip_batches)
+        assert run.shards_key is not None  # set by self.shards
+        start, done = resume_point(run.resume, run.shards_key, loader.skip_batches, state.epoch)
         if into is None:
             into = _EpochIterator(shards.local(column), start)
         else:
@@ -302,68 +252,8 @@ class EpochCycle:
         )
         run.updates, run.pending_from, state.pending = done, done, None
         run.steps = None  # views of the pending buffer just dropped
-        run.tracked = deque() if loader.tracked else None
-        run.tracked_count, run.consumed = done, start
+        run.tracked = TrackedRoute(into, state.epoch, done, start) if loader.tracked else None
         return run.iterator
-
-    def _resume_point(self, layout: Any, skip_batches: int) -> tuple[int, int]:
-        """``(position, updates)`` to start this epoch's pass at: ``(0, 0)`` unless resumed.
-
-        A loader that drops its first ``skip_batches`` batches (Accelerate's
-        ``skip_first_batches``, the Hugging Face Trainer's resume) replays the epoch from its
-        first index, and the batches it drops count as updated.
-        """
-        resume = self.run.resume
-        if resume is not None and tuple(layout) != tuple(resume.layout):
-            raise ValueError(
-                f"the checkpoint was taken in epoch {self.state.epoch} with (ranks, "
-                f"batch_size, drop_last) = {tuple(resume.layout)}, this loader has "
-                f"{tuple(layout)}; a mid-epoch resume needs the same loader setup"
-            )
-        if skip_batches:
-            if resume is not None and resume.updates != skip_batches:
-                raise ValueError(
-                    f"the loader skips the first {skip_batches} batches of epoch "
-                    f"{self.state.epoch}, but the handler's checkpoint was taken after "
-                    f"{resume.updates}; save handler.state_dict() at the step the framework "
-                    "checkpoints"
-                )
-            return 0, skip_batches
-        if resume is None:
-            return 0, 0
-        if resume.position < 0:
-            warnings.warn(
-                f"epoch {self.state.epoch}: the checkpoint does not say which samples its "
-                f"{resume.updates} updated batches used (a batch sampler of its own with "
-                "explicit indices), so the epoch restarts from its first batch",
-                AttributionWarning,
-                stacklevel=5,
-            )
-            return 0, 0
-        return resume.position, resume.updates
-
-    def checkpoint_position(self) -> tuple[int, bool]:
-        """``(position, finished)`` of the epoch's pass, for a checkpoint.
-
-        ``position``: indices of this rank's shard that the updated batches used (``-1``:
-        unknown). Stock batches are consecutive runs of ``B``, so prefetched batches are not
-        counted; tracked batches report where the shard stood when the last updated one was
-        drawn. ``finished``: every batch of the epoch was updated (where it cannot be counted,
-        the sampler is exhausted).
-        """
-        run, state = self.run, self.state
-        if run.iterator is None:
-            return 0, False
-        size = int(run.iterator.shard.size)
-        exhausted = run.iterator.position >= size
-        if run.tracked is not None:
-            return run.consumed, exhausted and not run.tracked
-        if self.loader.batch_sampler is not None or self.loader.sharded_by_framework:
-            return -1, exhausted
-        if state.batch_size is None:
-            return (0, False) if run.updates == 0 else (-1, exhausted)
-        assert run.route is not None
-        return min(run.updates * state.batch_size, size), run.updates >= run.route.batches()
 
     def track(self, batch: list[int]) -> None:
         """Note a batch that the tracked batch sampler drew (its update comes later)."""
@@ -373,22 +263,12 @@ class EpochCycle:
                 "a tracked batch sampler drew a batch outside an epoch's iteration: build the "
                 "DataLoader with batch_sampler=handler.sampler.track(...) over handler.sampler"
             )
-        assert run.iterator is not None
-        run.tracked.append((batch, run.iterator.position))
-        run.tracked_count += 1
+        run.tracked.track(batch)
 
     def next_tracked(self) -> list[int]:
         """The oldest drawn batch without an ``update()`` yet (the tracked route)."""
-        run = self.run
-        assert run.tracked is not None
-        if not run.tracked:
-            raise RuntimeError(
-                f"update() number {run.updates + 1} of epoch {self.state.epoch} has no batch "
-                f"yet: the tracked batch sampler has drawn {run.tracked_count} batches; call "
-                "update() once per batch, after the batch was drawn"
-            )
-        batch, run.consumed = run.tracked.popleft()
-        return batch
+        assert self.run.tracked is not None
+        return self.run.tracked.next(self.run.updates)
 
     def length(self, *, whole_plan: bool) -> int:
         """Indices this rank yields in the current epoch, or all ranks with ``whole_plan``."""
@@ -399,26 +279,6 @@ class EpochCycle:
             return int(self.run.iterator.shard.size)
         shards = self.shards(world_size)
         return int(shards.plan.size if whole_plan else shards.per_rank)
-
-    def warn_if_too_few_batches(self) -> None:
-        """Warn once per run when an epoch of batch-loss scores has fewer than two batches."""
-        route, run = self.run.route, self.run
-        if self.warned_few_batches or route is None or not route.batch_size:
-            return
-        if route.batches() >= 2:
-            return
-        self.warned_few_batches = True
-        assert run.iterator is not None
-        warnings.warn(
-            f"epoch {self.state.epoch}: the loader makes {route.batches()} batch(es) of "
-            f"batch_size={route.batch_size} from {run.iterator.shard.size} samples; BLS gives "
-            "every sample of a batch that batch's loss, so with fewer than two batches per "
-            "epoch all samples score alike and pruning cannot tell them apart (InfoBatch then "
-            "prunes none). Use a batch_size of at most half the samples, or per-sample losses "
-            "without BLS (warned once per run).",
-            FewBatchesWarning,
-            stacklevel=5,
-        )
 
     def close(self, *, explicit: bool) -> None:
         """Record the finished epoch's update count and warn about miscounts (idempotent).
@@ -436,7 +296,7 @@ class EpochCycle:
         expected = run.route.batches() if run.route is not None else 0
         ordered = not explicit and not self.loader.sharded_by_framework
         if run.tracked is not None:
-            expected, ordered = run.tracked_count, True
+            expected, ordered = run.tracked.drawn, True
         if ordered and expected and run.updates != expected:
             warnings.warn(
                 f"epoch {state.epoch}: update() was called {run.updates} times for "
@@ -455,3 +315,24 @@ class EpochCycle:
                 RuntimeWarning,
                 stacklevel=4,
             )
+
+
+def warn_if_too_few_batches(cycle: EpochCycle) -> None:
+    """Warn once per run when an epoch of batch-loss scores has fewer than two batches."""
+    route, run = cycle.run.route, cycle.run
+    if cycle.warned_few_batches or route is None or not route.batch_size:
+        return
+    if route.batches() >= 2:
+        return
+    cycle.warned_few_batches = True
+    assert run.iterator is not None
+    warnings.warn(
+        f"epoch {cycle.state.epoch}: the loader makes {route.batches()} batch(es) of "
+        f"batch_size={route.batch_size} from {run.iterator.shard.size} samples; BLS gives "
+        "every sample of a batch that batch's loss, so with fewer than two batches per "
+        "epoch all samples score alike and pruning cannot tell them apart (InfoBatch then "
+        "prunes none). Use a batch_size of at most half the samples, or per-sample losses "
+        "without BLS (warned once per run).",
+        FewBatchesWarning,
+        stacklevel=6,  # the caller of iter(sampler)
+    )

@@ -4,9 +4,12 @@
 :class:`~bls.scores.ScoreSource` (how losses become scores), the attribution routes of
 :mod:`bls.attribution` (which samples a loss belongs to), the layout of :mod:`bls.sharding`
 (what each rank iterates) and a :class:`~bls.sampler.PruningSampler` (how the plan reaches the
-DataLoader). Its state is declared once in a :class:`~bls.state.DeclaredState`; exactly the
-saved part of it is what :meth:`PruningDataset.state_dict` returns. DataLoader workers receive
-only the thin :class:`~bls.worker.WorkerDataset`.
+DataLoader). Its state is declared once in a :class:`~bls.state.HandlerState`; exactly the
+saved part of it is what :meth:`PruningDataset.state_dict` returns, and :mod:`bls.resume` says
+where a mid-epoch checkpoint continues. DataLoader workers receive only the thin
+:class:`~bls.worker.WorkerDataset`; the handler reads items as it does and forwards the
+wrapped dataset's attributes (:class:`~bls.worker.ForwardsToDataset`). The order in which an
+epoch is closed, the next decided and a pass started is :mod:`bls.lifecycle`.
 
 Randomness comes only from ``numpy.random.default_rng([seed, epoch])``: the user's global
 ``random``, ``numpy.random`` and ``torch`` generators are never read or advanced.
@@ -14,8 +17,7 @@ Randomness comes only from ``numpy.random.default_rng([seed, epoch])``: the user
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,21 +25,16 @@ import torch
 from torch.utils.data import Dataset
 
 from bls._checks import check_dataset, check_fraction, check_int
-from bls.epochs import (
-    AttributionWarning,
-    BudgetWarning,
-    EpochCycle,
-    EpochRun,
-    FewBatchesWarning,
-    Resume,
-    ResumeWarning,
-)
+from bls.attribution import AttributionWarning
+from bls.epochs import BudgetWarning, EpochCycle, EpochRun, FewBatchesWarning
+from bls.lifecycle import close_epoch, continue_loaded, decide_unless_current, start_pass
 from bls.policies import Policy, coreset_of
-from bls.recording import flush, fold_every_rank, record_update, sync_for_state
+from bls.recording import flush, record_update, sync_for_state
+from bls.resume import ResumeWarning, warn_if_not_loaded
 from bls.sampler import LoaderInfo, PruningSampler, _EpochIterator
 from bls.scores import NoScore, PerSampleLoss, ScoreSource
-from bls.state import FORMAT, DeclaredState, StateField, check_format, require
-from bls.worker import WorkerDataset, send_as_worker_view
+from bls.state import HandlerState
+from bls.worker import ForwardsToDataset
 
 __all__ = [
     "AttributionWarning",
@@ -48,173 +45,18 @@ __all__ = [
 ]
 
 
-class _HandlerState(DeclaredState):
-    """The handler's state: every field declared here, once (see :mod:`bls.state`)."""
-
-    scores: torch.Tensor
-    weights: torch.Tensor
-    nonfinite: torch.Tensor
-    table: torch.Tensor | None
-    pending: torch.Tensor | None
-    epoch: int
-    batch_size: int | None
-    history: list[dict[str, Any]]
-    warned_nonfinite: bool
-
-    def __init__(self, num_samples: int, initial_score: float) -> None:
-        super().__init__(num_samples)
-        n, f32 = num_samples, torch.float32
-        # Per sample, saved, the same on every rank: the scores and this epoch's loss weights.
-        for name, value in (("scores", initial_score), ("weights", 1.0)):
-            field = StateField(name, f32, per_sample=True, saved=True, finite=True)
-            self.add_state(field, torch.full((n,), value, dtype=f32))
-        # Per epoch: the count of skipped non-finite losses, the plan as a (per_rank, ranks)
-        # index table on the scores' device (int32 below 2**31 samples), and the measurements
-        # this process deferred.
-        zero = torch.zeros((), dtype=torch.int64)
-        self.add_state(StateField("nonfinite", torch.int64, per_epoch=True), zero)
-        self.add_state(StateField("table", torch.int64, per_epoch=True), None)
-        self.add_state(StateField("pending", f32, per_epoch=True, ranks="own"), None)
-        # Saved values: the current epoch, the loader's batch size once known, the per-epoch
-        # records and whether the once-per-run non-finite warning was given.
-        self.add_state(StateField("epoch", None, saved=True), -1)
-        self.add_state(StateField("batch_size", None, saved=True), None)
-        self.add_state(StateField("history", None, saved=True), [])
-        self.add_state(StateField("warned_nonfinite", None, saved=True), False)
-
-    def checkpoint(self, identity: dict[str, Any], cycle: EpochCycle, seed: int) -> dict[str, Any]:
-        """``state_dict()``: the saved fields, the handler's identity and where the epoch is.
-
-        Mid-epoch (the epoch's iteration began) it also holds the epoch's plan, the number of
-        ``update()`` calls and the shard position they reached, so a resumed run continues the
-        epoch with exactly its remaining batches.
-        """
-        run = cycle.run
-        saved = self.saved()
-        history = [dict(record) for record in saved["history"]]
-        started = run.iterator is not None
-        if started and history and "updates" not in history[-1]:
-            # A resumed run closes this epoch itself; the record says what closing it now
-            # would, and the resumed run's close overwrites it.
-            history[-1].update(updates=run.updates, nonfinite=int(self.nonfinite))
-        batch_size = saved["batch_size"]
-        key = run.shards_key if started and run.shards_key is not None else (1, None, False)
-        ranks, layout_batch, drop_last = key
-        position, finished = cycle.checkpoint_position()
-        resumable = started and not finished and run.decided is not None
-        plan = run.decided if resumable and run.decided is not None else np.empty(0, np.int64)
-        return {
-            "format": FORMAT,
-            **identity,
-            "seed": seed,
-            "epoch_started": started,
-            **saved,
-            "batch_size": -1 if batch_size is None else batch_size,  # -1: not known yet
-            "history": history,
-            "plan": torch.from_numpy(plan.astype(np.int64)),
-            "epoch_finished": finished,
-            "updates": run.updates if started else 0,
-            "position": position,
-            "layout": [ranks, -1 if layout_batch is None else layout_batch, drop_last],
-        }
-
-    def restore(
-        self, state: Mapping[str, Any], identity: dict[str, Any]
-    ) -> tuple[int, int, tuple[np.ndarray, Resume] | None]:
-        """Check and load a :meth:`checkpoint`; returns ``(seed, epoch, resume)``.
-
-        Everything is checked before anything is loaded. The per-epoch fields are reset and
-        ``epoch`` is left at ``-1`` when the saved epoch was decided but not yet iterated (the
-        caller decides it again); ``resume`` is the plan and :class:`~bls.epochs.Resume` of an
-        epoch whose iteration had begun.
-        """
-        check_format(state)
-        for key, mine in identity.items():
-            if require(state, key) != mine:
-                raise ValueError(
-                    f"state_dict: saved {key}={state[key]!r} does not match this handler's "
-                    f"{key}={mine!r}"
-                )
-        plain = {key: check_plain(state, key) for key in _PLAIN}
-        plan = _check_plan(require(state, "plan"), self.num_samples)
-        device = self.scores.device
-        self.load(state, device)
-        self.batch_size = plain["batch_size"] if plain["batch_size"] > 0 else None
-        self.history = [dict(record) for record in self.history]
-        self.reset_epoch(device)
-        epoch, started = plain["epoch"], plain["epoch_started"]
-        if epoch >= 0 and not started:
-            self.epoch = -1  # decided, not iterated: the caller decides it again
-        resume = None
-        if epoch >= 0 and started and not plain["epoch_finished"]:
-            ranks, batch_size, drop_last = plain["layout"]
-            layout = (ranks, batch_size if batch_size > 0 else None, bool(drop_last))
-            resume = (plan, Resume(plain["updates"], plain["position"], layout))
-        return plain["seed"], epoch, resume
+def _coreset(
+    policy: Policy, scores: torch.Tensor, fraction: float, seed: int, epoch: int
+) -> np.ndarray:
+    """:meth:`PruningDataset.coreset` from the handler's policy, scores, seed and epoch."""
+    fraction = check_fraction("fraction", fraction, upper_inclusive=True, lower_inclusive=False)
+    kept = max(1, round(fraction * scores.numel()))
+    host = scores.detach().to("cpu", torch.float32).numpy()
+    rng = np.random.default_rng([seed, 0xC05E])
+    return coreset_of(policy, host, kept, epoch + 1, rng)
 
 
-def _check_plan(value: Any, num_samples: int) -> np.ndarray:
-    """The saved plan of a started epoch: a 1-D integer tensor of sample indices."""
-    ok = isinstance(value, torch.Tensor) and value.dim() == 1 and not value.is_floating_point()
-    if ok and value.numel():
-        ok = bool(value.min() >= 0) and bool(value.max() < num_samples)
-    if not ok:
-        shown = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(
-            f"state_dict: 'plan' must be a 1-D integer tensor of sample indices in "
-            f"[0, {num_samples}), got {shown}; the checkpoint is damaged"
-        )
-    dtype = np.int32 if num_samples < 2**31 else np.int64
-    return value.numpy().astype(dtype)
-
-
-def _is_history(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in value
-    )
-
-
-def _is_layout(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 3
-        and all(isinstance(v, int) for v in value)
-        and value[0] >= 1
-    )
-
-
-#: The plain values of a checkpoint: (rule, what is expected), checked before loading.
-_PLAIN: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "epoch": (lambda v: _is_int(v) and v >= -1, "an int >= -1"),
-    "epoch_started": (lambda v: isinstance(v, bool), "a bool"),
-    "epoch_finished": (lambda v: isinstance(v, bool), "a bool"),
-    "batch_size": (lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or an int >= 1"),
-    "history": (_is_history, "a list of dicts with an int 'epoch'"),
-    "warned_nonfinite": (lambda v: isinstance(v, bool), "a bool"),
-    "updates": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "position": (lambda v: _is_int(v) and v >= -1, "an int >= -1"),
-    "layout": (_is_layout, "[ranks >= 1, batch_size, drop_last]"),
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_plain(state: Mapping[str, Any], key: str) -> Any:
-    """``state[key]`` checked against :data:`_PLAIN`, or a ``ValueError`` naming the key."""
-    value = require(state, key)
-    rule, expected = _PLAIN[key]
-    if not rule(value):
-        raise ValueError(
-            f"state_dict: {key!r} is {value!r:.80}; expected {expected}; the checkpoint is "
-            "damaged or not a bls-prune handler state"
-        )
-    return value
-
-
-class PruningDataset(Dataset[Any]):
+class PruningDataset(ForwardsToDataset, Dataset[Any]):
     """Wraps a map-style dataset; prunes it epoch by epoch from per-sample scores.
 
     Use one of the concrete policies (:class:`bls.InfoBatch`, :class:`bls.SeTa`,
@@ -240,10 +82,6 @@ class PruningDataset(Dataset[Any]):
             and policy details.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        send_as_worker_view(cls)  # multiprocessing registers reducers by exact type
-
     def __init__(
         self,
         dataset: Any,
@@ -266,47 +104,19 @@ class PruningDataset(Dataset[Any]):
         self.score_source: ScoreSource = (
             PerSampleLoss() if type(policy) is not Policy else NoScore()
         )
-        self._state = _HandlerState(self.num_samples, policy.initial_score)
+        self._state = HandlerState(self.num_samples, policy.initial_score)
         self._epochs = EpochCycle(self._state, policy, self.num_epochs, self.delta)
         self.sampler = PruningSampler(self)
         self._loaded = False
-        self._forward_writes = True  # from here on, see __setattr__
+        self._forward_writes = True  # from here on, see ForwardsToDataset.__setattr__
 
     # ------------------------------------------------------------------ dataset protocol
     def __len__(self) -> int:
         return self.num_samples
 
-    # Items are read exactly as the worker view reads them (it uses only ``dataset``,
-    # ``return_indices`` and ``index_key``). ``__getitems__`` keeps the handler in torch's fetch
-    # path even when the wrapped dataset (a Hugging Face dataset, say) has its own.
-    __getitem__ = WorkerDataset.__getitem__
-    __getitems__ = WorkerDataset.__getitems__
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes the handler lacks: forward to the wrapped dataset
-        # (``handler.classes``). Dunder names and a half-unpickled object must not recurse.
-        dataset = self.__dict__.get("dataset")
-        if name.startswith("__") or dataset is None:
-            raise AttributeError(name)
-        return getattr(dataset, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Frameworks configure the dataset they are handed (timm's create_loader sets
-        # ``dataset.transform``): a write of an attribute the wrapped dataset has, and the
-        # handler does not, goes to the wrapped dataset, which the workers read.
-        own = self.__dict__
-        if (
-            own.get("_forward_writes")
-            and name not in own
-            and not hasattr(type(self), name)
-            and hasattr(own["dataset"], name)
-        ):
-            setattr(own["dataset"], name, value)
-            return
-        super().__setattr__(name, value)
-
     def __getstate__(self) -> dict[str, Any]:
-        self._flush()  # a copy holds every update so far (DeclaredState pickles host tensors)
+        # A copy holds every update so far (DeclaredState pickles host tensors).
+        flush(self.score_source, self._state, self._epochs.run)
         return self.__dict__.copy()
 
     # ------------------------------------------------------------------ inspection
@@ -318,12 +128,12 @@ class PruningDataset(Dataset[Any]):
         (the previous epoch's last update, or a ``state_dict()`` on every rank), the same on
         every rank; reading them never communicates.
         """
-        self._flush()
+        flush(self.score_source, self._state, self._epochs.run)  # the deferred batches
         return self._state.scores
 
     @scores.setter
     def scores(self, value: torch.Tensor) -> None:
-        self._flush()
+        flush(self.score_source, self._state, self._epochs.run)
         self._state.scores = value
 
     @property
@@ -380,11 +190,7 @@ class PruningDataset(Dataset[Any]):
         Raises:
             ValueError: the epochs' lengths depend on scores not seen yet (no budget).
         """
-        return self._epochs.total_steps(
-            check_int("batch_size", batch_size, 1),
-            bool(drop_last),
-            None if world_size is None else check_int("world_size", world_size, 1),
-        )
+        return self._epochs.total_steps(batch_size, drop_last, world_size)
 
     def coreset(self, fraction: float) -> np.ndarray:
         """Sorted int64 indices of the ``round(fraction * N)`` samples to keep, from the
@@ -398,11 +204,7 @@ class PruningDataset(Dataset[Any]):
             ValueError: ``fraction`` outside ``(0, 1]``, or a policy that does not rank by
                 score (RandomPrune, Static, Full).
         """
-        fraction = check_fraction("fraction", fraction, upper_inclusive=True, lower_inclusive=False)
-        kept = max(1, round(fraction * self.num_samples))
-        scores = self.scores.detach().to("cpu", torch.float32).numpy()
-        rng = np.random.default_rng([self.seed, 0xC05E])
-        return coreset_of(self.policy, scores, kept, self.epoch + 1, rng)
+        return _coreset(self.policy, self.scores, fraction, self.seed, self.epoch)
 
     def is_pruning_epoch(self, epoch: int) -> bool:
         return self._epochs.is_pruning_epoch(epoch)
@@ -442,50 +244,23 @@ class PruningDataset(Dataset[Any]):
             self._epochs, self.score_source, loss, indices, explicit=self.return_indices
         )
 
-    def _flush(self) -> None:
-        """Fold the deferred batches into the scores (exactly as recording them one by one).
-
-        In one process every one of them. Under a process group none: they need every rank's
-        buffer and are gathered at the epoch's last update, a decision, ``end_epoch()`` or a
-        ``state_dict()`` that every rank calls at the same step.
-        """
-        flush(self.score_source, self._state, self._epochs.run)
-
     # ------------------------------------------------------------------ epochs (PlanSource)
     def plan_epoch(self, epoch: int) -> None:
         """Decide epoch ``epoch``'s plan unless it is current (``sampler.set_epoch`` calls this)."""
         epoch = check_int("epoch", epoch, 0)
-        if epoch > 0 and self.epoch < 0 and not self._loaded:
-            warnings.warn(
-                f"set_epoch({epoch}) is the first epoch this handler sees: if the run resumes a "
-                "checkpoint, call handler.load_state_dict(...) with the state saved beside the "
-                "model first; otherwise every sample's score starts afresh",
-                ResumeWarning,
-                stacklevel=3,
-            )
-        if epoch == self.epoch and self._epochs.run.decided is not None:
-            # Decided already. Frameworks call set_epoch more than once per epoch (the trainer
-            # and the loader wrapper), sometimes after iteration began: never decide twice.
-            return
-        self._close_epoch()
-        self._decide(epoch)
+        warn_if_not_loaded(epoch, self.epoch, self._loaded)
+        decide_unless_current(
+            self._epochs, self.score_source, self.seed, epoch, explicit=self.return_indices
+        )
 
     def iterate_epoch(
         self, loader: LoaderInfo, into: _EpochIterator | None = None
     ) -> _EpochIterator:
         """Start iterating the current epoch (deciding the next one if nobody called
         ``set_epoch``); ``loader`` is what the sampler learnt of the DataLoader."""
-        self._epochs.check_loader(loader)
-        run = self._epochs.run
-        if run.decided is None or (run.iterator is not None and run.iterator.drew):
-            # A pass that drew nothing is not an epoch: torchdata's StatefulDataLoader calls
-            # iter(sampler) twice per epoch, and again while restoring its state.
-            self._close_epoch()
-            self._decide(self.epoch + 1)
-        iterator = self._epochs.begin(loader, into)
-        if self.score_source.records and not self.score_source.per_sample:
-            self._epochs.warn_if_too_few_batches()
-        return iterator
+        return start_pass(
+            self._epochs, self.score_source, self.seed, loader, into, explicit=self.return_indices
+        )
 
     def track_batch(self, batch: list[int]) -> None:
         """Note a batch that ``sampler.track(...)``'s batch sampler drew."""
@@ -498,11 +273,6 @@ class PruningDataset(Dataset[Any]):
         """
         return self._epochs.length(whole_plan=whole_plan)
 
-    def _decide(self, epoch: int) -> None:
-        """Decide epoch ``epoch``'s plan from the current scores (one host sync per epoch)."""
-        scores = self.scores.detach().to("cpu", torch.float32).numpy()
-        self._epochs.decide(epoch, scores, self.seed, self.score_source.name)
-
     def end_epoch(self) -> None:
         """Check the finished epoch's bookkeeping now (otherwise done when the next begins).
 
@@ -510,12 +280,7 @@ class PruningDataset(Dataset[Any]):
         from the number of batches, and once per run when non-finite losses were skipped.
         Idempotent; called by the framework integrations at the end of every epoch.
         """
-        self._close_epoch()
-
-    def _close_epoch(self) -> None:
-        # Every rank closes the epoch at the same point: a collective gather is safe here.
-        fold_every_rank(self.score_source, self._state, self._epochs.run)
-        self._epochs.close(explicit=self.return_indices)
+        close_epoch(self._epochs, self.score_source, explicit=self.return_indices)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -534,7 +299,7 @@ class PruningDataset(Dataset[Any]):
         waiting on any collective.
         """
         sync_for_state(self.score_source, self._state, self._epochs.run, self.epoch)
-        return self._state.checkpoint(self._identity(), self._epochs, self.seed)
+        return self._state.checkpoint(self.policy, self.score_source, self._epochs, self.seed)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output after checking it belongs to the same setup.
@@ -544,28 +309,8 @@ class PruningDataset(Dataset[Any]):
                 with NaN/inf values, another format) or from another setup (data set size,
                 policy or score source).
         """
-        waiting = self._epochs.run.iterator  # a loader may hold a pass that drew nothing yet
         self._loaded = True
-        self.seed, epoch, resume = self._state.restore(state, self._identity())
-        self._epochs.run = EpochRun()
-        if resume is not None:
-            self._epochs.resume(*resume)  # mid-epoch: the rest of the same plan
-        elif epoch >= 0 and self.epoch < 0:
-            # Decided but not yet iterated: the scores have not moved since, so deciding again
-            # reproduces the same plan.
-            self._decide(epoch)
-        if waiting is not None and not waiting.drew:
-            # torchdata's StatefulDataLoader (no workers) restores the dataset's state after it
-            # began the sampler's pass: that pass continues from the loaded state.
-            self.iterate_epoch(self._epochs.loader, into=waiting)
-
-    def _identity(self) -> dict[str, Any]:
-        """What a checkpoint must match to be loaded into this handler."""
-        return {
-            "num_samples": self.num_samples,
-            "policy": self.policy.name,
-            "score_source": self.score_source.name,
-        }
-
-
-send_as_worker_view(PruningDataset)
+        self.seed, epoch, resume = self._state.restore(state, self.policy, self.score_source)
+        continue_loaded(
+            self._epochs, self.score_source, self.seed, epoch, resume, explicit=self.return_indices
+        )

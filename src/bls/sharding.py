@@ -1,7 +1,8 @@
-"""How an epoch's plan is laid out over ranks: a pure function, no process group needed.
+"""How an epoch's plan is laid out over ranks: pure functions, no process group needed.
 
 Every rank decides the same plan (the policy's indices, in order). :func:`shard_plan` turns it
-into what each rank iterates, from the plan and the loader's layout alone:
+into what each rank iterates, from the plan and the loader's layout alone (and
+:func:`planned_steps` counts a budgeted run's batches from those layouts before training):
 
 * **Who shards.** When a framework splits batches between ranks itself (Accelerate's
   ``BatchSamplerShard``), the sampler yields the whole plan: one "rank" in the sense below.
@@ -32,7 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Shards", "shard_plan"]
+from bls._checks import check_int
+from bls.policies import Policy, is_pruning_epoch
+
+__all__ = ["Shards", "planned_steps", "shard_plan"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +111,55 @@ def shard_plan(
     ):
         plan = plan[: plan.size - ranks]  # BatchNorm cannot train on a final batch of one
     return Shards(plan, ranks)
+
+
+def planned_steps(
+    policy: Policy,
+    *,
+    num_samples: int,
+    num_epochs: int,
+    delta: float,
+    batch_size: int,
+    drop_last: bool,
+    world_size: int,
+) -> int:
+    """Batches one rank runs over all ``num_epochs`` epochs, known before training.
+
+    Each epoch's kept count comes from the policy's budget (:meth:`Policy.kept_count`), laid
+    out by :func:`shard_plan` exactly as the sampler lays out the decided plan.
+
+    Args:
+        policy: the pruning rule.
+        num_samples: the data set's size ``N``.
+        num_epochs: the planned number of epochs ``E``.
+        delta: epochs ``e`` with ``e + 1 <= delta * E`` prune, later ones anneal.
+        batch_size: the loader's batch size per rank, ``>= 1``.
+        drop_last: the loader's ``drop_last``.
+        world_size: the ranks the plan is sharded over, ``>= 1``.
+
+    Raises:
+        ValueError: an epoch's length depends on scores not seen yet (no budget).
+    """
+    batch_size = check_int("batch_size", batch_size, 1)
+    world_size = check_int("world_size", world_size, 1)
+    drop_last = bool(drop_last)
+    total = 0
+    for epoch in range(num_epochs):
+        pruning = is_pruning_epoch(epoch, num_epochs, delta)
+        kept = policy.kept_count(num_samples, epoch, pruning)
+        if kept is None:
+            raise ValueError(
+                "total_steps: epoch lengths are known before training only with "
+                "target_saving=... (InfoBatch, SeTa, RandomPrune) or without pruning "
+                "(Full); here each pruning epoch's length depends on the scores"
+            )
+        shards = shard_plan(
+            np.arange(kept),
+            num_samples=num_samples,
+            ranks=world_size,
+            batch_size=batch_size,
+            drop_last=drop_last,
+        )
+        per_rank = shards.per_rank
+        total += per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+    return total

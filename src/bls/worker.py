@@ -6,6 +6,8 @@ dataset plus, when the handler was built with ``return_indices=True``, how an it
 its index. A handler sent to another process by ``multiprocessing`` (which is how ``spawn``
 and ``forkserver`` DataLoader workers receive their dataset) travels as this view, so the
 payload does not grow with ``N``; an ordinary ``pickle.dumps(handler)`` still copies it whole.
+:class:`ForwardsToDataset` is the same reading part as the handler has it: items read as the
+worker view reads them, the wrapped dataset's attributes forwarded, the worker view sent.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-__all__ = ["WorkerDataset", "attach_index", "read_items", "send_as_worker_view"]
+__all__ = [
+    "ForwardsToDataset",
+    "WorkerDataset",
+    "attach_index",
+    "read_items",
+    "send_as_worker_view",
+]
 
 # The handler's API, named in the error a worker view gives when it is used as a handler.
 _HANDLER_API = frozenset(
@@ -101,3 +109,48 @@ def send_as_worker_view(cls: type) -> None:
     processes by ``multiprocessing`` are affected, never ``pickle.dumps``.
     """
     ForkingPickler.register(cls, _as_worker_view)
+
+
+class ForwardsToDataset:
+    """The handler as a dataset: reads ``self.dataset`` and stands in for it (a mixin).
+
+    Items are read exactly as the :class:`WorkerDataset` reads them (it uses only ``dataset``,
+    ``return_indices`` and ``index_key``); ``__getitems__`` keeps the handler in torch's fetch
+    path even when the wrapped dataset (a Hugging Face dataset, say) has its own. Attributes
+    the object lacks are read from the wrapped dataset (``handler.classes``), and, once the
+    instance sets ``_forward_writes``, written to it when it has them: frameworks configure
+    the dataset they are handed (timm's ``create_loader`` sets ``dataset.transform``), and the
+    workers read the wrapped one. Every subclass travels to other processes as its worker
+    view (:func:`send_as_worker_view`).
+    """
+
+    dataset: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        send_as_worker_view(cls)  # multiprocessing registers reducers by exact type
+
+    __getitem__ = WorkerDataset.__getitem__
+    __getitems__ = WorkerDataset.__getitems__
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes the object lacks. Dunder names and a half-unpickled
+        # object must not recurse.
+        dataset = self.__dict__.get("dataset")
+        if name.startswith("__") or dataset is None:
+            raise AttributeError(name)
+        return getattr(dataset, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A write of an attribute the wrapped dataset has, and the object does not, goes to
+        # the wrapped dataset.
+        own = self.__dict__
+        if (
+            own.get("_forward_writes")
+            and name not in own
+            and not hasattr(type(self), name)
+            and hasattr(own["dataset"], name)
+        ):
+            setattr(own["dataset"], name, value)
+            return
+        super().__setattr__(name, value)
