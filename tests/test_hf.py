@@ -4,8 +4,9 @@ A 2-layer BERT built from a config trains a few epochs on generated tokens. The 
 what the core tests check: scores equal the BLS formula applied to the model's own losses of
 the micro-batches it trained on (gradient accumulation and Accelerate's read-ahead included),
 every index the handler attached belongs to the sample it came with, pruning saves samples,
-Accelerate's batch sharding deals one global plan out to the ranks, and resuming from a
-Trainer checkpoint reproduces the next epoch's sample list.
+Accelerate's batch sharding deals one global plan out to the ranks, resuming from a
+Trainer checkpoint reproduces the next epoch's sample list, and with a budget
+(``target_saving``) the Trainer's step total, progress bar and schedule end with the run.
 """
 
 from __future__ import annotations
@@ -24,20 +25,22 @@ import transformers
 from _hf_setup import RecordingTrainer, TokenData, tiny_bert, training_arguments
 from _launch import run_two_ranks
 from _replay import bls_replay
-from accelerate.data_loader import prepare_data_loader
+from accelerate.data_loader import BatchSamplerShard, prepare_data_loader
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from torch.utils.data import DataLoader
-from transformers import Trainer
+from torch.utils.data import BatchSampler, DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 import bls.epochs
 import bls.sampler
-from bls import BLS, InfoBatch
+from bls import BLS, InfoBatch, RandomPrune
 from bls.integrations.hf import (
     STATE_FILE,
     TESTED_TRANSFORMERS,
     TRAINER_PRIVATE_API,
     PruningTrainer,
+    _rank_batches,
 )
 
 ALPHA = 0.6
@@ -86,6 +89,8 @@ def test_trainer_with_gradient_accumulation_scores_the_right_samples(tmp_path: P
     micro_batches = [-(-k // 8) for k in kept]
     assert any(count % 3 for count in micro_batches), kept
     assert trainer.state.global_step == sum(-(-count // 3) for count in micro_batches)
+    # Without a budget the Trainer's total stays its full-epoch count (the documented limit).
+    assert trainer.state.max_steps == 3 * -(-(n // 8) // 3) > trainer.state.global_step
 
 
 def test_resume_from_trainer_checkpoint_gives_the_same_next_epoch(tmp_path: Path) -> None:
@@ -217,6 +222,113 @@ def test_trainer_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     checked = torch.tensor(sorted(set(range(72)) - repeated))
     assert len(checked) >= 60
     torch.testing.assert_close(ranks[0]["scores"][checked], expected[checked], rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- budget: step totals
+class _LastStep(TrainerCallback):
+    """Records the step total at the start and the progress bar's count and total at the end."""
+
+    def __init__(self) -> None:
+        self.progress: ProgressCallback | None = None  # the trainer's, once it is built
+        self.bar: tuple[int, int] | None = None
+        self.max_steps_at_start = -1
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.max_steps_at_start = state.max_steps
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:  # runs before the progress callback closes its bar
+            bar = self.progress.training_bar
+            self.bar = (bar.n, bar.total)
+
+
+def _budget_handler(method: str, n: int) -> Any:
+    data = TokenData(n)
+    if method == "InfoBatch":
+        return BLS(InfoBatch(data, num_epochs=4, target_saving=0.3), alpha=ALPHA).proxy()
+    # 100 samples, 3 budget epochs from epoch 0 pruning 11: 89 kept, 8 * 11 + 1, so the last
+    # sample is cut (no batch of one) before the sampler has seen the batch size.
+    return BLS(RandomPrune(data, num_epochs=4, target_saving=0.0825), alpha=ALPHA).proxy()
+
+
+@pytest.mark.parametrize(
+    ("method", "n", "accumulation"),
+    [("InfoBatch", 96, 1), ("InfoBatch", 96, 2), ("RandomPrune", 100, 2)],
+)
+def test_a_budget_run_takes_the_trainers_step_total_and_ends_its_schedule(
+    method: str, n: int, accumulation: int, tmp_path: Path
+) -> None:
+    handler = _budget_handler(method, n)
+    last_step = _LastStep()
+    trainer = RecordingTrainer(
+        model=tiny_bert(),
+        args=training_arguments(
+            str(tmp_path),
+            num_train_epochs=4,
+            gradient_accumulation_steps=accumulation,
+            disable_tqdm=False,
+        ),
+        train_dataset=handler,
+        callbacks=[last_step],
+    )
+    callbacks = trainer.callback_handler.callbacks
+    [last_step.progress] = [c for c in callbacks if isinstance(c, ProgressCallback)]
+    trainer.train()
+    kept = [record["kept"] for record in handler.history]
+    assert len(kept) == 4 and min(kept) < n
+    # Independently: every epoch ends in an optimizer step after ceil(kept / 8) micro-batches.
+    batches = [-(-k // 8) for k in kept]
+    assert [-(-len(_epoch_ids(trainer.micro_batches, e)) // 8) for e in range(4)] == batches
+    expected = sum(-(-count // accumulation) for count in batches)
+    state = trainer.state
+    assert state.global_step == state.max_steps == expected == last_step.max_steps_at_start
+    assert last_step.bar == (expected, expected)  # the progress bar reaches 100%
+    assert sum(batches) == handler.total_steps(8, world_size=1)
+    # The default schedule decays linearly to 0 over max_steps: it ends exactly there.
+    assert trainer.lr_scheduler.get_last_lr() == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_a_budget_run_keeps_a_max_steps_the_user_set(tmp_path: Path) -> None:
+    handler = _budget_handler("InfoBatch", 96)
+    trainer = RecordingTrainer(
+        model=tiny_bert(),
+        args=training_arguments(str(tmp_path), max_steps=30),
+        train_dataset=handler,
+    )
+    trainer.train()
+    kept = [record["kept"] for record in handler.history]
+    # Full epochs of 12 steps would need 3 epochs; the pruned ones need a fourth.
+    assert sum(-(-k // 8) for k in kept[:3]) < 30 <= sum(-(-k // 8) for k in kept)
+    assert trainer.state.global_step == trainer.state.max_steps == 30
+    assert trainer.lr_scheduler.get_last_lr() == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("even_batches", [False, True])
+def test_the_batches_a_rank_runs_are_accelerates_count(
+    processes: int, drop_last: bool, even_batches: bool
+) -> None:
+    for rank in range(processes):
+        for size in range(1, 30):
+            batch_sampler = BatchSampler(range(size), 4, drop_last)
+            shard = BatchSamplerShard(
+                batch_sampler, processes, rank, split_batches=False, even_batches=even_batches
+            )
+            loader = DataLoader(range(size), batch_sampler=shard)
+            batches_of = _rank_batches(loader)
+            assert batches_of is not None
+            assert batches_of(size) == len(shard) == len(list(shard)), (rank, size)
+    plain = DataLoader(range(10), batch_size=4, drop_last=drop_last)
+    assert _rank_batches(plain) is not None and _rank_batches(plain)(10) == len(plain)  # type: ignore[misc]
+
+
+def test_training_values_of_another_shape_are_an_error(
+    trainer: PruningTrainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _spy_on(monkeypatch, "set_initial_training_values", result=(3, 12))
+    with pytest.raises(RuntimeError, match=r"returned a tuple of 2 values, not the 7 ending with"):
+        trainer.set_initial_training_values(trainer.args, None)
 
 
 def test_rejects_a_plain_dataset(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Each test trains a tiny linear model for a few epochs and checks what the core tests check:
 scores equal the BLS formula applied independently to what the module trained on, pruning
-saves samples, 2-process DDP runs equal batch counts on disjoint shards, and resuming from a
-Lightning checkpoint reproduces the next epoch's sample list.
+saves samples, 2-process DDP runs equal batch counts on disjoint shards, resuming from a
+Lightning checkpoint reproduces the next epoch's sample list, and each epoch's batch count,
+progress bar and validation follow the epoch's plan.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import pytest
 import torch
 from _launch import run_two_ranks
 from _lightning_model import TinyModule, bls_scores, make_data
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from bls import BLS, InfoBatch
 from bls.integrations.lightning import PruningCallback
+
+BUDGET_N, BUDGET_BATCH = 200, 16
 
 TESTS = Path(__file__).parent
 ALPHA = 0.6
@@ -96,6 +99,72 @@ def test_scores_follow_formula_and_epochs_are_logged(tmp_path: Path) -> None:
     running = [sum(n - k for k in kept[: e + 1]) / (n * 4) for e in range(3)]
     assert [float(row["bls/saved_ratio"]) for row in rows] == pytest.approx(running)
     assert "training_step" not in module.__dict__  # the wrapper is gone after fit
+
+
+class _BudgetModule(TinyModule):
+    """Counts each epoch's batches three ways and sizes a stock OneCycleLR from the handler."""
+
+    max_lr = 0.5
+
+    def __init__(self, handler: InfoBatch, batch_size: int) -> None:
+        super().__init__(handler, batch_size)
+        self.planned: list[int | float] = []  # trainer.num_training_batches at the epoch's start
+        self.bars: list[tuple[int, int]] = []  # the progress bar's count and total at its end
+        self.validated: list[int] = []
+        self.learning_rates: list[float] = []  # the rate of every optimizer step
+
+    def on_train_epoch_start(self) -> None:
+        self.planned.append(self.trainer.num_training_batches)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.learning_rates.append(optimizer.param_groups[0]["lr"])
+
+    def on_train_epoch_end(self) -> None:
+        bar = self.trainer.progress_bar_callback
+        assert isinstance(bar, TQDMProgressBar)
+        self.bars.append((bar.train_progress_bar.n, bar.train_progress_bar.total))
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return DataLoader(make_data(16, seed=1), batch_size=8)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.validated.append(self.current_epoch)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.max_lr)
+        total = self.handler.total_steps(self.batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.max_lr, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def test_a_budget_run_counts_each_epochs_batches_and_fits_a_one_cycle_schedule(
+    tmp_path: Path,
+) -> None:
+    epochs = 4
+    data = make_data(BUDGET_N)
+    handler = BLS(InfoBatch(data, num_epochs=epochs, target_saving=0.3), alpha=ALPHA).proxy()
+    module = _BudgetModule(handler, BUDGET_BATCH)
+    callbacks = [PruningCallback(handler, log=False), TQDMProgressBar()]  # the bar after it
+    trainer = _trainer(epochs, callbacks, tmp_path, enable_progress_bar=True)
+    trainer.fit(module)
+
+    kept = [record["kept"] for record in handler.history]
+    assert len(kept) == epochs and min(kept) < BUDGET_N
+    plan_batches = [-(-k // BUDGET_BATCH) for k in kept]
+    ran = [sum(1 for epoch, _, _ in module.steps if epoch == e) for e in range(epochs)]
+    assert module.planned == ran == plan_batches
+    assert module.bars == [(count, count) for count in plan_batches]  # each bar reaches 100%
+    assert module.validated == list(range(epochs))  # the epoch-end validation of pruned epochs
+    # The stock OneCycleLR sized from handler.total_steps steps exactly that often (one more
+    # step would raise "Tried to step ... times") and its last step ran at the final rate.
+    total = handler.total_steps(BUDGET_BATCH)
+    schedule = trainer.lr_scheduler_configs[0].scheduler
+    assert len(module.learning_rates) == sum(plan_batches) == total == schedule.last_epoch
+    final = module.max_lr / 25.0 / 1e4  # OneCycleLR's div_factor and final_div_factor
+    assert module.learning_rates[-1] == pytest.approx(final, rel=1e-9)
+    # Lightning's estimate counts full epochs: the reason to size from total_steps.
+    assert trainer.estimated_stepping_batches == epochs * -(-BUDGET_N // BUDGET_BATCH) > total
 
 
 def test_resume_from_lightning_checkpoint_gives_the_same_next_epoch(tmp_path: Path) -> None:

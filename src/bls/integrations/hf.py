@@ -38,20 +38,32 @@ Why it is a subclass, and what each override is for:
   replays the same plan under the skip (``ignore_data_skip=True`` is refused there).
 * The Trainer sizes every epoch like the first, full one; each epoch is sized again from its
   own plan, so a shorter epoch's last group of micro-batches still ends in an optimizer step.
+* With a budget (``target_saving=...``) every epoch's length is known before training, so the
+  run's optimizer steps are counted from the plan lengths, per epoch
+  ``ceil(batches on this rank / gradient_accumulation_steps)`` (the Trainer's own count of a
+  short last group), and that total is the ``max_steps`` the Trainer sizes everything from:
+  ``state.max_steps``, the progress bar and the scheduler's ``num_training_steps``. A decaying
+  schedule then ends exactly at its final value. ``TrainingArguments(max_steps=...)`` set by
+  the user is kept as it is.
 
 Public hooks first: the handler's epoch is closed in ``on_epoch_end`` and its state saved in
-``on_save``. Four things have no public hook and override private ``Trainer`` methods: the
-sampler (``_get_train_sampler``), the kept index column (``_set_signature_columns_if_needed``),
-the epoch's length (``_run_epoch``) and the resumed epoch (``_init_training_state``).
-:data:`TRAINER_PRIVATE_API` lists them with the parameter names of the transformers they were
-written against (:data:`TESTED_TRANSFORMERS`); every override binds the Trainer's arguments to
-the installed signature, so positional and keyword calls both work, and ``PruningTrainer()``
-raises ``RuntimeError`` when a parameter it reads is missing. Nothing is skipped silently: an
-unexpected loader, folder or column ends in an error that names it.
+``on_save``. Five things have no public hook and override ``Trainer`` methods outside its
+documented subclassing hooks: the sampler (``_get_train_sampler``), the kept index column
+(``_set_signature_columns_if_needed``), the epoch's length (``_run_epoch``), the resumed epoch
+(``_init_training_state``) and the run's step total (``set_initial_training_values``, which
+returns ``max_steps`` as the last of seven values). :data:`TRAINER_PRIVATE_API` lists them
+with the parameter names of the transformers they were written against
+(:data:`TESTED_TRANSFORMERS`); every override binds the Trainer's arguments to the installed
+signature, so positional and keyword calls both work, and ``PruningTrainer()`` raises
+``RuntimeError`` when a parameter it reads is missing. Nothing is skipped silently: an
+unexpected loader, folder, column or return value ends in an error that names it.
 
-Limits: the learning-rate schedule is sized before training from full epochs; pruned epochs
-take fewer optimizer steps, so a decaying schedule does not reach its final value (pass a
-scheduler of your own through ``optimizers=`` if that matters).
+Limits: without a budget each pruning epoch's length depends on scores not seen yet, so the
+Trainer's step total (and with it the progress bar and the learning-rate schedule) is sized
+from full epochs; pruned epochs take fewer optimizer steps, so a decaying schedule does not
+reach its final value (use ``target_saving=...``, or pass a scheduler of your own through
+``optimizers=``). A scheduler passed through ``optimizers=`` is never resized: size it from
+``handler.total_steps(...)``.
 """
 
 from __future__ import annotations
@@ -73,9 +85,11 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "bls.integrations.hf needs transformers and accelerate: pip install 'bls-prune[hf]'"
     ) from error
 
+import numpy as np
 import torch
 
 from bls.handler import PruningDataset
+from bls.sharding import shard_plan
 
 __all__ = ["STATE_FILE", "TESTED_TRANSFORMERS", "TRAINER_PRIVATE_API", "PruningTrainer"]
 
@@ -87,8 +101,9 @@ STATE_FILE = "bls_pruning.pt"
 #: The transformers versions the integration is tested with (the ``hf`` extra of bls-prune).
 TESTED_TRANSFORMERS = ">=5.24,<6"
 
-#: The private ``Trainer`` methods PruningTrainer overrides (``_get_output_dir`` it only calls),
-#: each with its parameter names in the transformers it was written against (5.24 and 5.25).
+#: The ``Trainer`` methods outside its documented subclassing hooks that PruningTrainer
+#: overrides (``_get_output_dir`` it only calls), each with its parameter names in the
+#: transformers it was written against (5.24 and 5.25).
 #: ``tests/test_hf.py`` compares them with the installed transformers.
 TRAINER_PRIVATE_API: dict[str, tuple[str, ...]] = {
     "_get_train_sampler": ("self", "train_dataset"),
@@ -116,6 +131,7 @@ TRAINER_PRIVATE_API: dict[str, tuple[str, ...]] = {
         "trial",
     ),
     "_get_output_dir": ("self", "trial"),
+    "set_initial_training_values": ("self", "args", "dataloader"),
 }
 
 # The parameters each override reads or replaces: these must exist in the installed Trainer.
@@ -125,7 +141,12 @@ _READS: dict[str, tuple[str, ...]] = {
     "_run_epoch": ("epoch", "train_dataloader", "steps_in_epoch", "num_update_steps_per_epoch"),
     "_init_training_state": ("resume_from_checkpoint",),
     "_get_output_dir": ("trial",),
+    "set_initial_training_values": ("args",),
 }
+
+# set_initial_training_values returns (num_train_epochs, num_update_steps_per_epoch,
+# num_examples, num_train_samples, total_train_batch_size, steps_in_epoch, max_steps).
+_TRAINING_VALUES = 7
 
 
 def _unsupported(what: str) -> str:
@@ -214,6 +235,8 @@ class PruningTrainer(Trainer):
                 )
             handler.return_indices = True
         self.handler: PruningDataset = handler
+        # Batches each epoch runs on this rank, when a budget fixes them before training.
+        self._planned_batches: list[int] | None = None
         # Each micro-batch's loss must be its own mean (see the module docstring).
         self.model_accepts_loss_kwargs = False
         if hasattr(self, "loss_is_scaled_for_ga"):
@@ -277,6 +300,47 @@ class PruningTrainer(Trainer):
             return self.handler.update(loss, indices=indices), outputs
         return self.handler.update(cast(torch.Tensor, result), indices=indices)
 
+    # ------------------------------------------------------------------ step counts
+    def set_initial_training_values(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """The Trainer's training values, with the true ``max_steps`` when a budget is set.
+
+        The Trainer counts ``max_steps`` from full epochs; ``state.max_steps``, the progress
+        bar and the scheduler's ``num_training_steps`` all come from it. With a budget
+        (``target_saving=...``) every epoch's length is known now, so the optimizer steps are
+        counted from the epochs' plans. A ``max_steps`` the user set stays; the number of
+        epochs is then the one that reaches it with the (shorter) pruned epochs.
+
+        Raises:
+            RuntimeError: the installed Trainer returned something other than its seven values.
+        """
+        bound = _bind("set_initial_training_values", self, args, kwargs)
+        values = _call_parent(super().set_initial_training_values, bound)
+        if not isinstance(values, tuple) or len(values) != _TRAINING_VALUES:
+            size = len(values) if isinstance(values, tuple) else "no"
+            raise RuntimeError(
+                _unsupported(
+                    f"Trainer.set_initial_training_values() returned a {type(values).__name__} "
+                    f"of {size} values, not the {_TRAINING_VALUES} ending with max_steps"
+                )
+            )
+        training_args, loader = bound.arguments["args"], bound.arguments["dataloader"]
+        accumulation = training_args.gradient_accumulation_steps
+        self._planned_batches = None
+        if training_args.max_steps > 0:  # the user's total: plan the epochs that reach it
+            batches = _plan_batches(
+                self.handler, loader, accumulation, max_steps=training_args.max_steps
+            )
+            if batches is None:
+                return values
+            self._planned_batches = batches
+            return (len(batches), *values[1:])
+        epochs = training_args.num_train_epochs
+        batches = _plan_batches(self.handler, loader, accumulation, epochs=math.ceil(epochs))
+        if batches is None:
+            return values  # no budget: the lengths depend on scores not seen yet
+        self._planned_batches = batches
+        return (*values[:-1], _optimizer_steps(batches, epochs, accumulation))
+
     def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
         # The Trainer sizes every epoch like the first, full one. Decide this epoch's plan now
         # and size the epoch from it, so that the last group of micro-batches of a shorter
@@ -292,13 +356,30 @@ class PruningTrainer(Trainer):
                 )
             )
         loader.set_epoch(epoch)
-        steps_in_epoch = len(loader)
+        planned = self._planned_batches
+        if planned is not None and epoch < len(planned):
+            # Before an epoch's first batch the sampler may not know the batch size yet, and
+            # so not the cut that avoids a last batch of one sample: the plan's count is exact.
+            steps_in_epoch = planned[epoch]
+        else:
+            planned, steps_in_epoch = None, len(loader)
         accumulation = self.args.gradient_accumulation_steps
         bound.arguments["steps_in_epoch"] = steps_in_epoch
         bound.arguments["num_update_steps_per_epoch"] = max(
             1, math.ceil(steps_in_epoch / accumulation)
         )
-        return _call_parent(super()._run_epoch, bound)
+        result = _call_parent(super()._run_epoch, bound)
+        ran = len(loader)  # the iterated epoch's own length
+        if planned is not None and steps_in_epoch != ran:
+            logger.warning(
+                "epoch %d had %d batches, but %d were planned before training: the Trainer's "
+                "step total (max_steps=%d) and the learning-rate schedule do not match the run",
+                epoch,
+                ran,
+                steps_in_epoch,
+                self.state.max_steps,
+            )
+        return result
 
     # ------------------------------------------------------------------ checkpoints
     def _init_training_state(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
@@ -351,6 +432,99 @@ class PruningTrainer(Trainer):
         """
         run_dir = self._get_output_dir(trial=getattr(self, "_trial", None))
         return os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
+
+
+class _RankBatches:
+    """Batches one rank runs from a plan of ``size`` indices, as the Trainer's loader batches it.
+
+    A stock ``BatchSampler`` on one process; on several, Accelerate's ``BatchSamplerShard``
+    deals the batches of the global plan out to the ranks (its own ``__len__`` rule).
+    """
+
+    def __init__(self, batch_size: int, drop_last: bool, shard: Any = None) -> None:
+        self.batch_size, self.drop_last, self.shard = batch_size, drop_last, shard
+
+    def __call__(self, size: int) -> int:
+        batches = size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+        shard = self.shard
+        if shard is None or shard.split_batches or shard.num_processes == 1:
+            return batches
+        share, rest = divmod(batches, shard.num_processes)
+        if rest == 0 or self.drop_last:
+            return share
+        if shard.even_batches:
+            return share + 1  # the last ranks repeat samples from the start
+        return share + int(shard.process_index < rest)
+
+
+def _rank_batches(loader: Any) -> _RankBatches | None:
+    """How ``loader`` batches a plan on this rank; ``None`` for batching it does not know."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    shard = None
+    if type(batch_sampler).__name__ == "BatchSamplerShard":
+        shard, batch_sampler = batch_sampler, getattr(batch_sampler, "batch_sampler", None)
+    if type(batch_sampler) is not torch.utils.data.BatchSampler:
+        return None  # a batch sampler of its own: its batch count is its own
+    return _RankBatches(int(batch_sampler.batch_size), bool(batch_sampler.drop_last), shard)
+
+
+def _plan_batches(
+    handler: PruningDataset,
+    loader: Any,
+    accumulation: int,
+    *,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+) -> list[int] | None:
+    """Batches per epoch on this rank, of ``epochs`` epochs or of those reaching ``max_steps``.
+
+    ``None`` when an epoch's length is not known before training (no budget) or the
+    loader's batching is not a stock one.
+    """
+    batches_of = _rank_batches(loader)
+    if batches_of is None:
+        if handler.policy.kept_count(handler.num_samples, 0, handler.is_pruning_epoch(0)):
+            logger.warning(
+                "the training loader's batch sampler (%s) is not a stock BatchSampler: "
+                "the Trainer's step total is counted from full epochs, not from the budget",
+                type(getattr(loader, "batch_sampler", None)).__name__,
+            )
+        return None
+    batches: list[int] = []
+    steps = 0
+    while len(batches) < epochs if epochs is not None else steps < (max_steps or 0):
+        epoch = len(batches)
+        kept = handler.policy.kept_count(
+            handler.num_samples, epoch, handler.is_pruning_epoch(epoch)
+        )
+        if kept is None:
+            return None
+        # The plan the handler lays out for a loader that Accelerate shards (one rank).
+        plan = shard_plan(
+            np.arange(kept),
+            num_samples=handler.num_samples,
+            ranks=1,
+            batch_size=batches_of.batch_size,
+            drop_last=batches_of.drop_last,
+        )
+        batches.append(batches_of(plan.plan.size))
+        steps += max(1, math.ceil(batches[-1] / accumulation))
+    return batches
+
+
+def _optimizer_steps(batches: list[int], epochs: float, accumulation: int) -> int:
+    """Optimizer steps of ``epochs`` (maybe fractional) epochs of ``batches`` each.
+
+    Per epoch ``ceil(batches / accumulation)``, at least one: the Trainer ends every epoch
+    with an optimizer step, also after a short last group of micro-batches. A fractional last
+    epoch counts as the Trainer does, ``ceil(fraction * its steps)``.
+    """
+    updates = [max(1, math.ceil(count / accumulation)) for count in batches]
+    whole = math.floor(epochs)
+    total = sum(updates[:whole])
+    if epochs > whole:
+        total += math.ceil((epochs - whole) * updates[whole])
+    return total
 
 
 class _PruningCallback(TrainerCallback):

@@ -29,15 +29,27 @@ What the callback does, and why:
 * the pruning state (scores, weights, epoch, history) travels in Lightning checkpoints as this
   callback's state; resuming with ``trainer.fit(model, ckpt_path=...)`` from a checkpoint saved
   at the end of an epoch decides the next epochs exactly as the uninterrupted run;
+* Lightning counts an epoch's batches once, from the first (full) epoch. It calls the
+  sampler's ``set_epoch`` before ``on_train_epoch_start``, so there the epoch's plan is decided
+  and ``len(loader)`` is its final length: the callback sets ``trainer.num_training_batches``
+  (``fit_loop.max_batches``, under ``limit_train_batches``) to it, and, for a fractional
+  ``val_check_interval``, ``trainer.val_check_batch`` as Lightning derives it. The progress
+  bar's total is then the epoch's batches and the epoch-end validation runs in pruned epochs
+  too (with the full count it would wait for a batch the epoch does not have);
 * at the end of every training epoch it logs, through ``LightningModule.log``,
   ``bls/kept`` and ``bls/pruned`` (samples of that epoch before DDP sharding) and
   ``bls/saved_ratio`` (the running share of sample visits saved).
 
 Limits: a ``training_step`` returning ``None`` (a skipped batch) gives no ``update()`` for that
 batch, which the handler reports as an :class:`bls.AttributionWarning` at the epoch's end.
-Lightning sizes its progress bar and ``estimated_stepping_batches`` from the first (full) epoch;
-pruned epochs end earlier, which Lightning handles, but a learning-rate schedule sized from
-``estimated_stepping_batches`` will not reach its final value.
+``trainer.estimated_stepping_batches`` is computed from full epochs (it reads one batch count
+for all of them), so a schedule sized from it stops short of its final value in a pruned run.
+With a budget (``target_saving=...``) size it from ``handler.total_steps(batch_size)``, the
+exact count of batches, in ``configure_optimizers`` (with ``accumulate_grad_batches=a > 1``
+the optimizer steps ``sum_e ceil(batches_e / a)``, up to one per epoch more than
+``total_steps / a``). With several
+training loaders (a ``CombinedLoader``) Lightning's own count is kept; an epoch resumed from a
+mid-epoch checkpoint keeps the count Lightning took when training started.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+from torch.utils.data import DataLoader
 
 try:
     import lightning.pytorch as pl
@@ -140,6 +154,24 @@ class PruningCallback(pl.Callback):
             self.handler.load_state_dict(self._pending_state)
             self._pending_state = None
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning took the batch count from the first, full epoch; set_epoch has just
+        # decided this epoch's plan, so the loader's length is the epoch's own.
+        loader = trainer.train_dataloader
+        if not isinstance(loader, DataLoader) or _handler_of(loader) is not self.handler:
+            return  # several loaders: their combined length is Lightning's to count
+        loop = trainer.fit_loop
+        if loop.max_batches == float("inf"):
+            return
+        batches = _limited(len(loader), trainer.limit_train_batches)
+        if batches == loop.max_batches:
+            return
+        loop.max_batches = batches
+        interval = trainer.val_check_interval
+        if isinstance(interval, float) and isinstance(trainer.val_check_batch, int):
+            # Lightning's own rule (FitLoop.setup_data), for the epoch's length.
+            trainer.val_check_batch = max(1, int(batches * interval))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         handler = self.handler
         if handler is None or not handler.history:
@@ -201,6 +233,13 @@ class _PrunedTrainingStep:
             f"training_step: expected the loss tensor, a dict with key 'loss' or None, got "
             f"{type(output).__name__}"
         )
+
+
+def _limited(batches: int, limit: int | float) -> int:
+    """``batches`` under ``Trainer(limit_train_batches=limit)``: a count, or a share of them."""
+    if isinstance(limit, int):
+        return min(batches, limit)
+    return max(1, int(batches * limit)) if batches and limit > 0 else 0
 
 
 def _indices_of(batch: Any, index_key: str) -> Any:
