@@ -239,3 +239,96 @@ def test_detection_example_short_run(tmp_path: Path) -> None:
     expected = bls_replay([(indices, loss) for indices, loss in updates], n, alpha)
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
     assert np.unique(np.concatenate([u[0] for u in updates])).size > n // 2
+
+
+# ---------------------------------------------------------------------- the study
+def _load_study() -> ModuleType:
+    path = ROOT / "benchmarks" / "detection_study.py"
+    spec = importlib.util.spec_from_file_location("detection_study", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(method: str, seed: int, map50: float, batches: int, seconds: float) -> dict:
+    return {
+        "method": method,
+        "seed": seed,
+        "map50": map50,
+        "saved_ratio": 0.0 if method == "Full" else 0.3,
+        "batches": batches,
+        "train_seconds": seconds,
+        "train_cpu_seconds": seconds,
+    }
+
+
+def test_detection_study_pairs_runs_by_seed() -> None:
+    study = _load_study()
+    # BLS_InfoBatch - Full per seed: -1, -2, -3 points; RandomPrune - Full: 0, +1, -1.
+    full = [0.90, 0.80, 0.85]
+    records = [_run("Full", s, m, 48, 100.0) for s, m in enumerate(full)]
+    records += [_run("BLS_InfoBatch", s, m - (s + 1) / 100, 34, 80.0) for s, m in enumerate(full)]
+    records += [
+        _run("RandomPrune", s, m + [0, 1, -1][s] / 100, 33, 70.0) for s, m in enumerate(full)
+    ]
+    summary = study.summarize(records, [0, 1, 2])
+    bls_row, random_row = summary["methods"]["BLS_InfoBatch"], summary["methods"]["RandomPrune"]
+    half = 4.303 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n), sd of [-1, -2, -3] is 1
+    assert bls_row["diff_points"] == pytest.approx([-1.0, -2.0, -3.0])
+    assert (bls_row["diff_mean"], bls_row["diff_ci_low"], bls_row["diff_ci_high"]) == (
+        pytest.approx((-2.0, -2.0 - half, -2.0 + half))
+    )
+    assert bls_row["verdict"] == "inconclusive"  # low end < -2 points, high end > 0
+    assert random_row["diff_mean"] == pytest.approx(0.0)
+    assert random_row["verdict"] == "inconclusive"  # sd 1, so the low end is -2.48
+    assert summary["methods"]["Full"]["map50_mean_points"] == pytest.approx(85.0)
+    assert bls_row["batches_saved"] == pytest.approx(1 - 34 / 48)
+    assert random_row["cpu_saved_median"] == pytest.approx(0.3)
+    head = summary["bls_vs_random"]
+    assert head["diff_points"] == pytest.approx([-1.0, -3.0, -2.0])
+    assert head["reading"].startswith("no difference beyond seed noise")
+
+
+def test_detection_study_tiny_run(tmp_path: Path) -> None:
+    pytest.importorskip("torchvision")
+    out = tmp_path / "study"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "detection_study.py"),
+        "--tiny",
+        "--jobs", "2",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.startswith("reproduce: ")
+    data = json.loads((out / "results_detection.json").read_text())
+    assert data["config"]["seeds"] == 1 and data["seeds"] == [0]
+    runs = {run["method"]: run for run in data["runs"]}
+    assert sorted(runs) == ["BLS_InfoBatch", "Full", "RandomPrune"]
+    for run in runs.values():
+        assert 0.0 <= run["map50"] <= 1.0
+        assert len(run["map50_by_epoch"]) == data["config"]["epochs"]
+        assert run["train_seconds"] > 0 and run["train_cpu_seconds"] > 0
+    assert runs["Full"]["saved_ratio"] == 0.0
+    target = data["config"]["target_saving"]
+    saved = [runs[m]["saved_ratio"] for m in ("BLS_InfoBatch", "RandomPrune")]
+    assert abs(saved[0] - saved[1]) <= 0.02 and all(abs(s - target) <= 0.02 for s in saved)
+    # One seed: no interval, so no verdict either way.
+    assert data["summary"]["methods"]["BLS_InfoBatch"]["diff_ci_low"] is None
+    assert data["summary"]["methods"]["BLS_InfoBatch"]["verdict"] == "inconclusive"
+
+    page = (out / "results_detection.md").read_text().splitlines()
+    assert page[0].startswith("# Detection")
+    assert data["command"] in page  # the command that reproduces it, in a code block
+    assert data["command"].endswith("detection_study.py --tiny --jobs 2 --out " + str(out))
+    header = page.index(next(line for line in page if line.startswith("| method |")))
+    rows = [line.split(" | ") for line in page[header + 2 : header + 5]]
+    assert [row[0] for row in rows] == ["| Full", "| BLS_InfoBatch", "| RandomPrune"]
+    assert all(len(row) == 7 for row in rows)
+    for row in rows:
+        assert 0.0 <= float(row[1].split(" ± ")[0]) <= 100.0

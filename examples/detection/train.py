@@ -17,6 +17,12 @@ Recipe, top to bottom:
    ``handler.update(loss, indices=...)``, whose return value is back-propagated,
 6. after every epoch compute mAP@0.5 on the val split (``map50.py``) and print it.
 
+``--method`` swaps the handler for the comparison of ``benchmarks/detection_study.py``:
+``RandomPrune`` (a uniform subset each pruning epoch) or ``Full`` (no pruning), both scored by
+BLS too so that ``update()`` takes the same scalar loss; ``--target-saving`` fixes the share of
+sample-steps the run saves (budget-first pruning, ``docs/budget.md``), so two methods can be
+compared at an equal saving.
+
 Run ``python examples/detection/train.py --help`` for every flag. Writes ``results.json``
 (per-epoch numbers, ``handler.history``, final scores and, with ``--record-updates``, every
 ``(indices, loss)`` pair given to ``update()``) into ``--output-dir``.
@@ -46,7 +52,9 @@ from group_by_aspect_ratio import GroupedBatchSampler, aspect_ratio_groups
 from map50 import mean_average_precision
 from shapes import CATEGORIES, CocoDetection, matches, write_shapes
 
-from bls import BLS, InfoBatch
+from bls import BLS, Full, InfoBatch, RandomPrune
+
+METHODS = ("BLS_InfoBatch", "RandomPrune", "Full")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,6 +98,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the learning rate drops 10x after this share of the epochs",
     )
     parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="BLS_InfoBatch",
+        help="the handler: BLS(InfoBatch), BLS(RandomPrune) (scores unused) or BLS(Full) "
+        "(nothing pruned)",
+    )
+    parser.add_argument(
+        "--target-saving",
+        type=float,
+        default=None,
+        help="share of sample-steps to save (budget-first pruning; replaces --prune-ratio; "
+        "not for Full)",
+    )
+    parser.add_argument(
         "--prune-ratio",
         type=float,
         default=0.5,
@@ -107,7 +129,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="store every update()'s indices and loss in results.json",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.method == "Full" and args.target_saving is not None:
+        parser.error(f"--target-saving: Full prunes nothing, got {args.target_saving}")
+    return args
+
+
+def build_handler(args: argparse.Namespace, train_set: CocoDetection) -> Any:
+    """The pruning handler of ``--method``, scoring by BLS (the detector has no per-image loss).
+
+    Every method gets ``return_indices=True`` and the run's seed, so its items and its
+    ``update(loss, indices=...)`` call are the same; for ``RandomPrune`` and ``Full`` the BLS
+    scores are kept but decide nothing.
+    """
+    common: dict[str, Any] = {"seed": args.seed, "return_indices": True}
+    if args.method == "Full":
+        handler = Full(train_set, num_epochs=args.epochs, **common)
+    else:
+        budget = (
+            {"target_saving": args.target_saving}
+            if args.target_saving is not None
+            else {"prune_ratio": args.prune_ratio}
+        )
+        policy = InfoBatch if args.method == "BLS_InfoBatch" else RandomPrune
+        handler = policy(train_set, num_epochs=args.epochs, delta=args.delta, **budget, **common)
+    return BLS(handler, alpha=args.alpha).proxy()
+
+
+def describe(args: argparse.Namespace) -> str:
+    """The handler in one phrase, for the report's first line."""
+    if args.method == "Full":
+        return f"BLS(Full(), alpha={args.alpha}) (nothing pruned)"
+    budget = (
+        f"target_saving={args.target_saving}"
+        if args.target_saving is not None
+        else f"prune_ratio={args.prune_ratio}"
+    )
+    policy = "InfoBatch" if args.method == "BLS_InfoBatch" else "RandomPrune"
+    return f"BLS({policy}({budget}, delta={args.delta}), alpha={args.alpha})"
 
 
 def build_model(name: str, num_classes: int, image_size: int) -> torch.nn.Module:
@@ -191,18 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_set = CocoDetection(data_dir, "train")
     val_set = CocoDetection(data_dir, "val")
 
-    # 3. BLS + InfoBatch; every item gains its index as a last tuple slot.
-    handler = BLS(
-        InfoBatch(
-            train_set,
-            num_epochs=args.epochs,
-            prune_ratio=args.prune_ratio,
-            delta=args.delta,
-            seed=args.seed,
-            return_indices=True,
-        ),
-        alpha=args.alpha,
-    ).proxy()
+    # 3. BLS + InfoBatch (or --method's handler); every item gains its index as a last slot.
+    handler = build_handler(args, train_set)
 
     # 4. Aspect-ratio batches drawn from the handler's sampler.
     group_ids = aspect_ratio_groups(train_set.aspect_ratios(), k=args.aspect_ratio_group_factor)
@@ -212,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     val_loader = DataLoader(val_set, batch_size=8, collate_fn=collate, num_workers=args.workers)
 
+    torch.manual_seed(args.seed)  # the same initial weights whatever the method
     model = build_model(args.model, num_classes=len(CATEGORIES) + 1, image_size=args.image_size)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
@@ -229,8 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(
         f"{len(train_set)} train / {len(val_set)} val images, groups {sorted(set(group_ids))}, "
-        f"model {args.model}, BLS(InfoBatch(prune_ratio={args.prune_ratio}, delta={args.delta}), "
-        f"alpha={args.alpha}), loss = sum of the loss dict"
+        f"model {args.model}, {describe(args)}, loss = sum of the loss dict"
     )
     print(
         f"{'epoch':>5} {'kept':>5} {'batches':>7} {'saved':>6} {'loss':>7} {'mAP@.5':>7} "
@@ -239,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs: list[dict[str, Any]] = []
     updates: list[tuple[list[int], float]] = []
     step = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(args.epochs):
         # 5. Train one epoch.
         epoch_start = time.perf_counter()
@@ -291,6 +340,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "saved_ratio": handler.saved_ratio,
         "final_map50": epochs[-1]["map50"],
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "batches": sum(row["batches"] for row in epochs),
         "scores": handler.scores.tolist(),
     }
     if args.record_updates:
