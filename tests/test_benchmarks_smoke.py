@@ -130,6 +130,17 @@ def test_update(tmp_path: Path) -> None:
     assert re.search(r"update\(\) per-sample/order +\d+\.\d us/call \(\d+\.\d\dx the ref", out)
 
 
+def test_compile() -> None:
+    # update() inside a compiled step: compiled once for the whole run (not once per step),
+    # and the run's scores and weights equal the eager run's bit for bit.
+    out, result = _run("bench_compile", ["--tiny"], timeout=240.0)
+    assert [r["score"] for r in result["rows"]] == ["bls", "per-sample"]
+    for row in result["rows"]:
+        assert row["steps"] > 8  # more steps than Dynamo's recompile limit
+        assert row["compilations"] == 1 and row["exact"] is True
+    assert re.search(r"bls +: \d+ graphs, \d+ break\(s\)", out)
+
+
 def test_collectives() -> None:
     out, result = _run("bench_collectives", ["--tiny"])
     assert set(result["routes"]) == {

@@ -17,7 +17,7 @@ Randomness comes only from ``numpy.random.default_rng([seed, epoch])``: the user
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -234,6 +234,8 @@ class PruningDataset(ForwardsToDataset, Dataset[Any]):
             A new scalar tensor; the input is never modified. Makes no host-device
             synchronisation when the loss lives on a GPU.
         """
+        if torch.compiler.is_compiling():  # traced by torch.compile: run outside the graph
+            return _eager_update(self, loss, indices)
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f"loss: expected a torch.Tensor, got {type(loss).__name__}")
         run = self._epochs.run
@@ -314,3 +316,20 @@ class PruningDataset(ForwardsToDataset, Dataset[Any]):
         continue_loaded(
             self._epochs, self.score_source, self.seed, epoch, resume, explicit=self.return_indices
         )
+
+
+_EAGER_UPDATE: Callable[..., torch.Tensor] | None = None
+
+
+def _eager_update(handler: PruningDataset, loss: torch.Tensor, indices: Any) -> torch.Tensor:
+    """``update()`` called from a function that ``torch.compile`` traces, run outside the graph.
+
+    ``update()`` keeps per-step Python state (which batch this is), which Dynamo would guard
+    on and recompile for at every step; excluded from tracing, it is one graph break and the
+    step compiles once (benchmarks/bench_compile.py). The excluded function is made on first
+    use, so that ``import bls`` never imports ``torch._dynamo`` (about 1.5 s).
+    """
+    global _EAGER_UPDATE
+    if _EAGER_UPDATE is None:
+        _EAGER_UPDATE = torch.compiler.disable(PruningDataset.update)
+    return _EAGER_UPDATE(handler, loss, indices)
