@@ -36,7 +36,7 @@ import numpy as np
 from bls._checks import check_int
 from bls.policies import Policy, is_pruning_epoch
 
-__all__ = ["Shards", "planned_steps", "shard_plan"]
+__all__ = ["Shards", "planned_shards", "planned_steps", "shard_plan"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,52 @@ def shard_plan(
     return Shards(plan, ranks)
 
 
+def planned_shards(
+    policy: Policy,
+    epoch: int,
+    *,
+    num_samples: int,
+    num_epochs: int,
+    delta: float,
+    batch_size: int,
+    drop_last: bool,
+    world_size: int,
+) -> Shards:
+    """Epoch ``epoch``'s shards as the sampler will lay out its plan, known before training.
+
+    The epoch's kept count comes from the policy's budget (:meth:`Policy.kept_count`), laid
+    out by :func:`shard_plan` exactly as the sampler lays out the decided plan. Epochs past
+    ``num_epochs`` anneal (keep every sample).
+
+    Args:
+        policy: the pruning rule.
+        epoch: the epoch, ``>= 0``.
+        num_samples: the data set's size ``N``.
+        num_epochs: the planned number of epochs ``E``.
+        delta: epochs ``e`` with ``e + 1 <= delta * E`` prune, later ones anneal.
+        batch_size: the loader's batch size per rank, ``>= 1``.
+        drop_last: the loader's ``drop_last``.
+        world_size: the ranks the plan is sharded over, ``>= 1``.
+
+    Raises:
+        ValueError: the epoch's length depends on scores not seen yet (no budget).
+    """
+    kept = policy.kept_count(num_samples, epoch, is_pruning_epoch(epoch, num_epochs, delta))
+    if kept is None:
+        raise ValueError(
+            "total_steps: epoch lengths are known before training only with "
+            "target_saving=... (InfoBatch, SeTa, RandomPrune) or without pruning "
+            "(Full); here each pruning epoch's length depends on the scores"
+        )
+    return shard_plan(
+        np.arange(kept),
+        num_samples=num_samples,
+        ranks=world_size,
+        batch_size=batch_size,
+        drop_last=drop_last,
+    )
+
+
 def planned_steps(
     policy: Policy,
     *,
@@ -123,43 +169,25 @@ def planned_steps(
     drop_last: bool,
     world_size: int,
 ) -> int:
-    """Batches one rank runs over all ``num_epochs`` epochs, known before training.
-
-    Each epoch's kept count comes from the policy's budget (:meth:`Policy.kept_count`), laid
-    out by :func:`shard_plan` exactly as the sampler lays out the decided plan.
-
-    Args:
-        policy: the pruning rule.
-        num_samples: the data set's size ``N``.
-        num_epochs: the planned number of epochs ``E``.
-        delta: epochs ``e`` with ``e + 1 <= delta * E`` prune, later ones anneal.
-        batch_size: the loader's batch size per rank, ``>= 1``.
-        drop_last: the loader's ``drop_last``.
-        world_size: the ranks the plan is sharded over, ``>= 1``.
+    """Batches one rank runs over all ``num_epochs`` epochs, known before training
+    (each epoch laid out by :func:`planned_shards`; the arguments are its own).
 
     Raises:
         ValueError: an epoch's length depends on scores not seen yet (no budget).
     """
     batch_size = check_int("batch_size", batch_size, 1)
     world_size = check_int("world_size", world_size, 1)
-    drop_last = bool(drop_last)
     total = 0
     for epoch in range(num_epochs):
-        pruning = is_pruning_epoch(epoch, num_epochs, delta)
-        kept = policy.kept_count(num_samples, epoch, pruning)
-        if kept is None:
-            raise ValueError(
-                "total_steps: epoch lengths are known before training only with "
-                "target_saving=... (InfoBatch, SeTa, RandomPrune) or without pruning "
-                "(Full); here each pruning epoch's length depends on the scores"
-            )
-        shards = shard_plan(
-            np.arange(kept),
+        per_rank = planned_shards(
+            policy,
+            epoch,
             num_samples=num_samples,
-            ranks=world_size,
+            num_epochs=num_epochs,
+            delta=delta,
             batch_size=batch_size,
             drop_last=drop_last,
-        )
-        per_rank = shards.per_rank
+            world_size=world_size,
+        ).per_rank
         total += per_rank // batch_size if drop_last else -(-per_rank // batch_size)
     return total

@@ -85,11 +85,10 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "bls.integrations.hf needs transformers and accelerate: pip install 'bls-prune[hf]'"
     ) from error
 
-import numpy as np
 import torch
 
 from bls.handler import PruningDataset
-from bls.sharding import shard_plan
+from bls.sharding import planned_shards
 
 __all__ = ["STATE_FILE", "TESTED_TRANSFORMERS", "TRAINER_PRIVATE_API", "PruningTrainer"]
 
@@ -493,21 +492,21 @@ def _plan_batches(
     batches: list[int] = []
     steps = 0
     while len(batches) < epochs if epochs is not None else steps < (max_steps or 0):
-        epoch = len(batches)
-        kept = handler.policy.kept_count(
-            handler.num_samples, epoch, handler.is_pruning_epoch(epoch)
-        )
-        if kept is None:
-            return None
-        # The plan the handler lays out for a loader that Accelerate shards (one rank).
-        plan = shard_plan(
-            np.arange(kept),
-            num_samples=handler.num_samples,
-            ranks=1,
-            batch_size=batches_of.batch_size,
-            drop_last=batches_of.drop_last,
-        )
-        batches.append(batches_of(plan.plan.size))
+        try:
+            # The plan the handler lays out for a loader that Accelerate shards (one rank).
+            shards = planned_shards(
+                handler.policy,
+                len(batches),
+                num_samples=handler.num_samples,
+                num_epochs=handler.num_epochs,
+                delta=handler.delta,
+                batch_size=batches_of.batch_size,
+                drop_last=batches_of.drop_last,
+                world_size=1,
+            )
+        except ValueError:
+            return None  # no budget: the lengths depend on scores not seen yet
+        batches.append(batches_of(shards.plan.size))
         steps += max(1, math.ceil(batches[-1] / accumulation))
     return batches
 
