@@ -88,6 +88,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 import torch
 
 from bls.handler import PruningDataset
+from bls.integrations import _with_indices
 from bls.sharding import planned_shards
 
 __all__ = ["STATE_FILE", "TESTED_TRANSFORMERS", "TRAINER_PRIVATE_API", "PruningTrainer"]
@@ -220,20 +221,13 @@ class PruningTrainer(Trainer):
         for name in TRAINER_PRIVATE_API:  # fail here, not in the middle of training
             _trainer_signature(name)
         super().__init__(*args, **kwargs)
-        handler = self.train_dataset
-        if not isinstance(handler, PruningDataset):
-            raise TypeError(
-                f"train_dataset: PruningTrainer needs a pruning dataset such as "
-                f"BLS(InfoBatch(data, num_epochs=E)).proxy(), got {type(handler).__name__}"
-            )
-        if not handler.return_indices:
-            if handler.epoch >= 0:
-                raise ValueError(
-                    "train_dataset: the handler was already iterated without indices; build it "
-                    "with return_indices=True or hand it to PruningTrainer before training"
-                )
-            handler.return_indices = True
-        self.handler: PruningDataset = handler
+        self.handler: PruningDataset = _with_indices(
+            self.train_dataset,
+            "train_dataset",
+            "PruningTrainer needs a pruning dataset such as "
+            "BLS(InfoBatch(data, num_epochs=E)).proxy()",
+            "build it with return_indices=True or hand it to PruningTrainer before training",
+        )
         # Batches each epoch runs on this rank, when a budget fixes them before training.
         self._planned_batches: list[int] | None = None
         # Each micro-batch's loss must be its own mean (see the module docstring).

@@ -80,6 +80,7 @@ from torch.utils.data import DataLoader
 
 from bls.epochs import AttributionWarning
 from bls.handler import PruningDataset
+from bls.integrations import _with_indices
 from bls.methods import BLS, InfoBatch
 
 __all__ = [
@@ -266,20 +267,13 @@ class PruningDetectionTrainer(DetectionTrainer):
                 ),
                 alpha=self._alpha,
             ).proxy()
-        handler = self._factory(dataset, self.epochs)
-        if not isinstance(handler, PruningDataset):
-            raise TypeError(
-                "handler_factory: expected it to return a pruning dataset such as "
-                f"BLS(InfoBatch(dataset, num_epochs)).proxy(), got {type(handler).__name__}"
-            )
-        if not handler.return_indices:
-            if handler.epoch >= 0:
-                raise ValueError(
-                    "handler_factory: the handler was already iterated without indices; "
-                    "return a fresh handler, or one built with return_indices=True"
-                )
-            handler.return_indices = True
-        return handler
+        return _with_indices(
+            self._factory(dataset, self.epochs),
+            "handler_factory",
+            "expected it to return a pruning dataset such as "
+            "BLS(InfoBatch(dataset, num_epochs)).proxy()",
+            "return a fresh handler, or one built with return_indices=True",
+        )
 
     def get_dataloader(
         self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"
