@@ -50,14 +50,11 @@ __all__ = [
 
 
 def record_update(
-    cycle: EpochCycle,
-    source: ScoreSource,
-    loss: torch.Tensor,
-    indices: Any,
-    *,
-    explicit: bool,
+    cycle: EpochCycle, source: ScoreSource, loss: torch.Tensor, indices: Any, *, explicit: bool
 ) -> torch.Tensor:
-    """One ``update()``: find the loss's samples, record it, return the loss to back-propagate.
+    """One ``update()`` but a prepared order-route step (``PruningDataset.update`` takes that
+    one itself, ``run.steps.step``): checks, prepares, records; returns the loss to
+    back-propagate.
 
     Args:
         cycle: the handler's epochs (its ``run`` and declared ``state``).
@@ -67,16 +64,6 @@ def record_update(
             sampler's next batch, or else the order route.
         explicit: the items carry their indices (``return_indices=True``).
     """
-    steps = cycle.run.steps
-    if steps is not None and indices is None and loss.device == steps.device:
-        return steps.step(cycle.run, loss)  # the order route's prepared step
-    return _record(cycle, source, loss, indices, explicit=explicit)
-
-
-def _record(
-    cycle: EpochCycle, source: ScoreSource, loss: torch.Tensor, indices: Any, *, explicit: bool
-) -> torch.Tensor:
-    """Every ``update()`` but a prepared order-route step: checks, prepares, records."""
     run, state = cycle.run, cycle.state
     if run.iterator is None:
         raise RuntimeError(
