@@ -254,17 +254,7 @@ def test_scores_follow_the_update_rule_over_all_ranks(
     for epoch in range(cfg["epochs"]):
         records = [ranks[r][name]["epochs"][epoch] for r in range(WORLD)]
         for step in range(len(records[0]["batches"])):
-            step_batches = []  # BLS: every rank's (indices, batch loss) of this step
-            for record in records:
-                index = record["batches"][step].numpy()
-                loss = record["losses"][step].double().numpy()
-                if alpha is None:
-                    score[index] = loss
-                else:
-                    assert loss.shape == ()
-                    step_batches.append((index, float(loss)))
-            if alpha is not None:
-                score = bls_replay(step_batches, cfg["n"], alpha, start=score).numpy()
+            score = replay_step(score, records, step, alpha, cfg["n"])
             recorded = records[0]["scores"][step].double().numpy()
             np.testing.assert_allclose(recorded, score, rtol=0, atol=1e-6 if alpha else 0)
 
